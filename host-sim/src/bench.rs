@@ -1,0 +1,45 @@
+//! `host-sim bench`: replays a scenario's streams many times on one started
+//! proxy and reports the wall-clock cost per request. Compare plugins by the
+//! ratio to a `noop` run on the same machine, not by absolute numbers.
+
+use crate::scenario::Scenario;
+use crate::sim::{vm::VmLimits, Proxy};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub scenario: String,
+    pub plugins: Vec<String>,
+    pub requests: usize,
+    pub total_seconds: f64,
+    pub ns_per_request: f64,
+    pub requests_per_second: f64,
+}
+
+pub fn run(scenario: &Scenario, requests: usize) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(!scenario.streams.is_empty(), "the scenario has no streams to replay");
+    let mut proxy = Proxy::start(scenario, VmLimits::default())?;
+    if !proxy.ready() {
+        let why: Vec<String> = proxy.statuses().iter().filter_map(|s| s.error.clone()).collect();
+        anyhow::bail!("plugins did not start: {}", why.join("; "));
+    }
+    // Warm up: first calls pay for lazy initialisation in the plugin.
+    for spec in scenario.streams.iter().take(10) {
+        proxy.bench_stream(spec, &scenario.connection);
+    }
+    let start = Instant::now();
+    for i in 0..requests {
+        let spec = &scenario.streams[i % scenario.streams.len()];
+        proxy.bench_stream(spec, &scenario.connection);
+    }
+    let total = start.elapsed().as_secs_f64();
+    Ok(BenchReport {
+        scenario: scenario.name.clone(),
+        plugins: scenario.plugins.iter().map(|p| p.display_name()).collect(),
+        requests,
+        total_seconds: total,
+        ns_per_request: total * 1e9 / requests as f64,
+        requests_per_second: requests as f64 / total,
+    })
+}

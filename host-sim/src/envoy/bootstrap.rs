@@ -1,0 +1,337 @@
+//! The Envoy bootstrap for a scenario, shaped like what Istio generates for a
+//! `WasmPlugin`: each plugin an `envoy.filters.http.wasm` filter (V8) in the
+//! listener's HTTP connection manager, in chain order, before the router.
+//! Written as JSON (Envoy reads JSON bootstraps as YAML).
+
+use crate::scenario::{config_bytes, Direction, PluginSpec, Scenario, StatsTag};
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+
+/// The cluster every stream's request is routed to (the scenario's
+/// upstream). host-sim uses the same name for `xds.cluster_name`.
+pub const UPSTREAM_CLUSTER: &str = "upstream";
+
+/// How often Envoy flushes stats (merges histograms). Small, so histogram
+/// samples show up in the admin output soon after the last stream.
+pub const STATS_FLUSH_MS: u64 = 100;
+
+/// One listener: every stream whose connection needs the same server side
+/// (plaintext, TLS, or mTLS with a given server certificate) shares one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerLayout {
+    pub name: String,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert_chain: PathBuf,
+    pub private_key: PathBuf,
+    /// Set for mTLS: the CA that signs client certificates, which Envoy
+    /// then requires.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Everything the bootstrap needs besides the scenario.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub listeners: Vec<ListenerLayout>,
+    /// Port of the server playing the upstream.
+    pub upstream_port: u16,
+    /// `(cluster name, port)` for each scenario cluster (`proxy_http_call`).
+    pub clusters: Vec<(String, u16)>,
+    /// Absolute paths of the plugins' .wasm files, in chain order.
+    pub wasm_paths: Vec<PathBuf>,
+    pub access_log: PathBuf,
+}
+
+/// The access log fields the engine reads back: the client's address (to
+/// find a stream's line), the response code and `%RESPONSE_CODE_DETAILS%`
+/// (`via_upstream`, a plugin's local-reply details, `wasm_fail_stream`, ...).
+fn access_log_format() -> Value {
+    json!({
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS%",
+        "code": "%RESPONSE_CODE%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "upstream_host": "%UPSTREAM_HOST%",
+    })
+}
+
+fn string_value(bytes: Vec<u8>) -> Value {
+    json!({
+        "@type": "type.googleapis.com/google.protobuf.StringValue",
+        "value": String::from_utf8_lossy(&bytes),
+    })
+}
+
+/// The `envoy.filters.http.wasm` filter for one plugin.
+pub fn wasm_filter(p: &PluginSpec, wasm_path: &std::path::Path) -> Value {
+    let mut vm_config = Map::new();
+    vm_config.insert("vm_id".into(), json!(p.vm_id));
+    vm_config.insert("runtime".into(), json!("envoy.wasm.runtime.v8"));
+    vm_config.insert("code".into(), json!({"local": {"filename": wasm_path.to_string_lossy()}}));
+    if p.vm_configuration.is_some() {
+        vm_config.insert("configuration".into(), string_value(config_bytes(&p.vm_configuration)));
+    }
+    if !p.environment_variables.is_empty() {
+        vm_config.insert("environment_variables".into(), json!({"key_values": p.environment_variables}));
+    }
+    let mut config = Map::new();
+    config.insert("name".into(), json!(p.display_name()));
+    config.insert("root_id".into(), json!(p.root_id));
+    if p.configuration.is_some() {
+        config.insert("configuration".into(), string_value(config_bytes(&p.configuration)));
+    }
+    // `fail_open` is deprecated in Envoy 1.40 (it logs a warning);
+    // `failure_policy` says the same without it.
+    config.insert("failure_policy".into(), json!(if p.fail_open { "FAIL_OPEN" } else { "FAIL_CLOSED" }));
+    config.insert("vm_config".into(), Value::Object(vm_config));
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": config,
+        }
+    })
+}
+
+/// HTTP/1.1 with trailers enabled, for a cluster.
+fn http1_with_trailers() -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}
+        }
+    })
+}
+
+fn cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]
+        },
+        "typed_extension_protocol_options": http1_with_trailers(),
+    })
+}
+
+fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "INBOUND",
+        Direction::Outbound => "OUTBOUND",
+        Direction::Unspecified => "UNSPECIFIED",
+    }
+}
+
+fn listener(s: &Scenario, l: &ListenerLayout, layout: &Layout) -> Value {
+    let mut filters: Vec<Value> =
+        s.plugins.iter().zip(&layout.wasm_paths).map(|(p, path)| wasm_filter(p, path)).collect();
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+    let prefix = match s.direction {
+        Direction::Outbound => "outbound",
+        _ => "inbound",
+    };
+    let mut hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": prefix,
+        "codec_type": "AUTO",
+        "http_protocol_options": {"enable_trailers": true},
+        "access_log": [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": layout.access_log.to_string_lossy(),
+                "log_format": {"json_format": access_log_format()}
+            }
+        }],
+        "route_config": {
+            "name": "default",
+            "virtual_hosts": [{
+                "name": "all",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]
+            }]
+        },
+        "http_filters": filters,
+    });
+    if s.direction == Direction::Inbound {
+        // What Istio sets on a sidecar's inbound listener.
+        hcm["forward_client_cert_details"] = json!("APPEND_FORWARD");
+        hcm["set_current_client_cert_details"] = json!({"subject": true, "dns": true, "uri": true});
+    }
+    let mut chain = json!({
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    });
+    if let Some(tls) = &l.tls {
+        let mut common = json!({
+            "tls_certificates": [{
+                "certificate_chain": {"filename": tls.cert_chain.to_string_lossy()},
+                "private_key": {"filename": tls.private_key.to_string_lossy()}
+            }]
+        });
+        if let Some(ca) = &tls.client_ca {
+            common["validation_context"] = json!({"trusted_ca": {"filename": ca.to_string_lossy()}});
+        }
+        chain["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": tls.client_ca.is_some(),
+                "common_tls_context": common
+            }
+        });
+    }
+    json!({
+        "name": l.name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "traffic_direction": direction_name(s.direction),
+        "filter_chains": [chain],
+    })
+}
+
+/// The stats tags: the scenario's, else Istio's defaults.
+pub fn stats_tags(s: &Scenario) -> Vec<StatsTag> {
+    s.stats_tags.clone().unwrap_or_else(crate::prometheus::istio_default_stats_tags)
+}
+
+/// Builds the bootstrap.
+pub fn bootstrap(s: &Scenario, layout: &Layout) -> Value {
+    let tags: Vec<Value> =
+        stats_tags(s).iter().map(|t| json!({"tag_name": t.tag_name, "regex": t.regex})).collect();
+    let mut clusters = vec![cluster(UPSTREAM_CLUSTER, layout.upstream_port)];
+    clusters.extend(layout.clusters.iter().map(|(name, port)| cluster(name, *port)));
+    json!({
+        "node": {
+            "id": s.node.id,
+            "cluster": s.node.cluster,
+            "metadata": s.node.metadata,
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "stats_flush_interval": format!("{}s", STATS_FLUSH_MS as f64 / 1000.0),
+        "stats_config": {
+            // As in Istio's bootstrap: only the listed tags are extracted.
+            "use_all_default_tags": false,
+            "stats_tags": tags,
+        },
+        "static_resources": {
+            "listeners": layout.listeners.iter().map(|l| listener(s, l, layout)).collect::<Vec<_>>(),
+            "clusters": clusters,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(json: &str) -> Scenario {
+        Scenario::from_json(json).unwrap()
+    }
+
+    fn layout(n: usize) -> Layout {
+        Layout {
+            listeners: vec![ListenerLayout { name: "inbound".into(), tls: None }],
+            upstream_port: 18080,
+            clusters: vec![("callee".into(), 18081)],
+            wasm_paths: (0..n).map(|i| PathBuf::from(format!("/p/{i}.wasm"))).collect(),
+            access_log: "/w/access.log".into(),
+        }
+    }
+
+    #[test]
+    fn plugins_become_wasm_filters_in_order_before_the_router() {
+        let s = scenario(
+            r#"{"plugins":[
+                {"wasm":"a.wasm","name":"attributegen","root_id":"attr","vm_id":"v1","configuration":{"k":[1]},
+                 "vm_configuration":"raw text","environment_variables":{"POD":"x"},"fail_open":true},
+                {"wasm":"b.wasm","configuration":"{\"as\":\"is\"}"}],
+               "clusters":["callee"],"streams":[]}"#,
+        );
+        let b = bootstrap(&s, &layout(2));
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let filters = hcm["http_filters"].as_array().unwrap();
+        assert_eq!(filters.len(), 3);
+        assert_eq!(filters[2]["name"], "envoy.filters.http.router");
+        let a = &filters[0]["typed_config"]["config"];
+        assert_eq!(a["name"], "attributegen");
+        assert_eq!(a["root_id"], "attr");
+        assert_eq!(a["configuration"]["@type"], "type.googleapis.com/google.protobuf.StringValue");
+        assert_eq!(a["configuration"]["value"], r#"{"k":[1]}"#);
+        assert_eq!(a["failure_policy"], "FAIL_OPEN");
+        assert_eq!(a["vm_config"]["vm_id"], "v1");
+        assert_eq!(a["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+        assert_eq!(a["vm_config"]["code"]["local"]["filename"], "/p/0.wasm");
+        assert_eq!(a["vm_config"]["configuration"]["value"], "raw text");
+        assert_eq!(a["vm_config"]["environment_variables"]["key_values"]["POD"], "x");
+        let bcfg = &filters[1]["typed_config"]["config"];
+        assert_eq!(bcfg["name"], "b", "name defaults to the file stem");
+        assert_eq!(bcfg["configuration"]["value"], r#"{"as":"is"}"#, "a JSON string passes verbatim");
+        assert_eq!(bcfg["failure_policy"], "FAIL_CLOSED");
+        assert!(bcfg["vm_config"].get("configuration").is_none());
+        assert!(bcfg["vm_config"].get("environment_variables").is_none());
+    }
+
+    #[test]
+    fn node_direction_tags_and_clusters() {
+        let s = scenario(
+            r#"{"plugins":[{"wasm":"a.wasm"}],"direction":"outbound",
+               "node":{"id":"n1","cluster":"c1","metadata":{"MESH_ID":"m","LABELS":{"app":"x"}}},
+               "stats_tags":[{"tag_name":"reporter","regex":"(reporter=\\.=(.*?);\\.;)"}],
+               "clusters":["callee"],"streams":[]}"#,
+        );
+        let b = bootstrap(&s, &layout(1));
+        assert_eq!(b["node"]["id"], "n1");
+        assert_eq!(b["node"]["cluster"], "c1");
+        assert_eq!(b["node"]["metadata"]["LABELS"]["app"], "x");
+        let l = &b["static_resources"]["listeners"][0];
+        assert_eq!(l["traffic_direction"], "OUTBOUND");
+        assert_eq!(l["address"]["socket_address"]["port_value"], 0);
+        let hcm = &l["filter_chains"][0]["filters"][0]["typed_config"];
+        assert!(hcm.get("forward_client_cert_details").is_none(), "XFCC settings are inbound only");
+        assert_eq!(hcm["http_protocol_options"]["enable_trailers"], true);
+        assert_eq!(b["stats_config"]["use_all_default_tags"], false);
+        assert_eq!(b["stats_config"]["stats_tags"].as_array().unwrap().len(), 1);
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters[0]["name"], UPSTREAM_CLUSTER);
+        assert_eq!(clusters[1]["name"], "callee");
+        assert_eq!(
+            clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["port_value"],
+            18081
+        );
+    }
+
+    #[test]
+    fn default_stats_tags_are_istios() {
+        let s = scenario(r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[]}"#);
+        let b = bootstrap(&s, &layout(1));
+        let tags = b["stats_config"]["stats_tags"].as_array().unwrap();
+        assert_eq!(tags[0]["tag_name"], "reporter");
+        assert_eq!(tags.len(), crate::prometheus::istio_default_stats_tags().len());
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(hcm["forward_client_cert_details"], "APPEND_FORWARD");
+        assert!(b["static_resources"]["listeners"][0]["filter_chains"][0].get("transport_socket").is_none());
+    }
+
+    #[test]
+    fn mtls_listener_requires_client_certificates() {
+        let s = scenario(r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[]}"#);
+        let mut l = layout(1);
+        l.listeners = vec![ListenerLayout {
+            name: "inbound_mtls".into(),
+            tls: Some(TlsFiles { cert_chain: "/c.pem".into(), private_key: "/k.pem".into(), client_ca: Some("/ca.pem".into()) }),
+        }];
+        let b = bootstrap(&s, &l);
+        let ts = &b["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"];
+        assert_eq!(ts["require_client_certificate"], true);
+        assert_eq!(ts["common_tls_context"]["validation_context"]["trusted_ca"]["filename"], "/ca.pem");
+        assert_eq!(ts["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"], "/c.pem");
+    }
+}

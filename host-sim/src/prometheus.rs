@@ -1,0 +1,173 @@
+//! Plugin metrics as Envoy's `/stats/prometheus` shows them: tags extracted
+//! from the stat name by the bootstrap's `stats_tags` regexes (in list order:
+//! the first capture group is cut from the name, the second is the value),
+//! names sanitized, counters then gauges then histograms, each family sorted.
+
+use crate::abi::MetricType;
+use crate::scenario::StatsTag;
+use crate::sim::metrics::{Stat, DEFAULT_BUCKETS};
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Istio's standard labels, in the order Istio's bootstrap lists their tag
+/// regexes (and so the order `/stats/prometheus` prints them).
+pub const ISTIO_LABELS: &[&str] = &[
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// The tag regex Istio generates for a label: `(label=\.=(.*?);\.;)`.
+pub fn istio_tag(label: &str) -> StatsTag {
+    StatsTag { tag_name: label.to_string(), regex: format!(r"({}=\.=(.*?);\.;)", regex::escape(label)) }
+}
+
+pub fn istio_default_stats_tags() -> Vec<StatsTag> {
+    ISTIO_LABELS.iter().map(|l| istio_tag(l)).collect()
+}
+
+/// A stat name split into its Prometheus name and tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extracted {
+    pub name: String,
+    pub tags: Vec<(String, String)>,
+}
+
+pub fn extract(stat_name: &str, rules: &[(String, Regex)]) -> Extracted {
+    let mut name = stat_name.to_string();
+    let mut tags = Vec::new();
+    for (tag, re) in rules {
+        let Some(caps) = re.captures(&name) else { continue };
+        let (Some(cut), Some(value)) = (caps.get(1), caps.get(2)) else { continue };
+        tags.push((tag.clone(), value.as_str().to_string()));
+        let (start, end) = (cut.start(), cut.end());
+        name.replace_range(start..end, "");
+    }
+    Extracted { name: sanitize(&name), tags }
+}
+
+/// Envoy's Prometheus name rule: anything but `[a-zA-Z0-9_]` becomes `_`.
+pub fn sanitize(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+fn escape_value(v: &str) -> String {
+    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+fn labels(tags: &[(String, String)], extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = tags.iter().map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape_value(v))).collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+fn format_bound(b: f64) -> String {
+    if b.fract() == 0.0 {
+        format!("{}", b as u64)
+    } else {
+        format!("{b}")
+    }
+}
+
+pub fn render(stats: &[Stat], tags: &[StatsTag]) -> String {
+    let rules: Vec<(String, Regex)> =
+        tags.iter().filter_map(|t| Regex::new(&t.regex).ok().map(|r| (t.tag_name.clone(), r))).collect();
+    let mut out = String::new();
+    for kind in [MetricType::Counter, MetricType::Gauge, MetricType::Histogram] {
+        let mut families: BTreeMap<String, Vec<(Vec<(String, String)>, &Stat)>> = BTreeMap::new();
+        for s in stats.iter().filter(|s| s.kind == kind) {
+            let e = extract(&s.name, &rules);
+            families.entry(e.name).or_default().push((e.tags, s));
+        }
+        for (name, mut series) in families {
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            let type_name = match kind {
+                MetricType::Counter => "counter",
+                MetricType::Gauge => "gauge",
+                MetricType::Histogram => "histogram",
+            };
+            let _ = writeln!(out, "# TYPE {name} {type_name}");
+            for (tags, stat) in series {
+                if kind != MetricType::Histogram {
+                    let _ = writeln!(out, "{name}{} {}", labels(&tags, None), stat.value);
+                    continue;
+                }
+                for bound in DEFAULT_BUCKETS {
+                    let count = stat.samples.iter().filter(|v| (**v as f64) <= bound).count();
+                    let _ = writeln!(out, "{name}_bucket{} {count}", labels(&tags, Some(("le", &format_bound(bound)))));
+                }
+                let _ = writeln!(out, "{name}_bucket{} {}", labels(&tags, Some(("le", "+Inf"))), stat.samples.len());
+                let sum: u64 = stat.samples.iter().sum();
+                let _ = writeln!(out, "{name}_sum{} {sum}", labels(&tags, None));
+                let _ = writeln!(out, "{name}_count{} {}", labels(&tags, None), stat.samples.len());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Vec<(String, Regex)> {
+        istio_default_stats_tags().into_iter().map(|t| (t.tag_name, Regex::new(&t.regex).unwrap())).collect()
+    }
+
+    #[test]
+    fn istio_labels_are_extracted_in_bootstrap_order() {
+        let e = extract("response_code=.=200;.;reporter=.=destination;.;istio_requests_total", &rules());
+        assert_eq!(e.name, "istio_requests_total");
+        assert_eq!(e.tags, vec![("reporter".into(), "destination".into()), ("response_code".into(), "200".into())]);
+    }
+
+    #[test]
+    fn unextracted_labels_stay_in_the_sanitized_name() {
+        let e = extract("custom=.=x;.;reporter=.=source;.;istio_requests_total", &rules());
+        assert_eq!(e.name, "custom___x___istio_requests_total");
+    }
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let stats = vec![
+            Stat { name: "reporter=.=destination;.;istio_requests_total".into(), kind: MetricType::Counter, value: 2, samples: vec![] },
+            Stat { name: "lat".into(), kind: MetricType::Histogram, value: 0, samples: vec![3, 700] },
+        ];
+        let text = render(&stats, &istio_default_stats_tags());
+        assert!(text.contains("# TYPE istio_requests_total counter\nistio_requests_total{reporter=\"destination\"} 2\n"), "{text}");
+        assert!(text.contains("lat_bucket{le=\"0.5\"} 0\n"), "{text}");
+        assert!(text.contains("lat_bucket{le=\"5\"} 1\n"), "{text}");
+        assert!(text.contains("lat_bucket{le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("lat_sum{} 703\nlat_count{} 2\n"), "{text}");
+    }
+}

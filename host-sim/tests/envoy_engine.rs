@@ -31,7 +31,10 @@ fn envoy_binary() -> Option<PathBuf> {
 }
 
 fn noop_wasm() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release/noop.wasm");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("wasm32-wasip1/release/noop.wasm");
     if p.is_file() {
         return Some(p);
     }
@@ -262,7 +265,10 @@ fn http_calls_reach_the_cluster_and_mtls_peers_carry_their_sans() {
     let s = &r.streams[0];
     assert_eq!(s.http_calls.len(), 1, "{s:?}");
     let c = &s.http_calls[0];
-    assert_eq!((c.plugin.as_str(), c.cluster.as_str(), c.timeout_ms, c.response_status), ("probe", "callee", 2500, Some(204)));
+    assert_eq!(
+        (c.plugin.as_str(), c.cluster.as_str(), c.timeout_ms, c.response_status),
+        ("probe", "callee", 2500, Some(204))
+    );
     assert_eq!(header(&c.headers, ":path"), Some("/check"));
     assert_eq!(s.downstream_response.as_ref().map(|d| d.body.as_str()), Some("after the call"));
     let msgs: Vec<_> = s.logs.iter().map(|l| l.message.as_str()).collect();

@@ -188,12 +188,21 @@ fn listener(s: &Scenario, l: &ListenerLayout, layout: &Layout) -> Value {
             }
         });
     }
-    json!({
+    let mut listener = json!({
         "name": l.name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
         "traffic_direction": direction_name(s.direction),
         "filter_chains": [chain],
-    })
+    });
+    if l.tls.is_some() {
+        // Records the client's SNI (`connection.requested_server_name`), as
+        // on Istio's inbound listener.
+        listener["listener_filters"] = json!([{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}
+        }]);
+    }
+    listener
 }
 
 /// The stats tags: the scenario's, else Istio's defaults.
@@ -203,8 +212,7 @@ pub fn stats_tags(s: &Scenario) -> Vec<StatsTag> {
 
 /// Builds the bootstrap.
 pub fn bootstrap(s: &Scenario, layout: &Layout) -> Value {
-    let tags: Vec<Value> =
-        stats_tags(s).iter().map(|t| json!({"tag_name": t.tag_name, "regex": t.regex})).collect();
+    let tags: Vec<Value> = stats_tags(s).iter().map(|t| json!({"tag_name": t.tag_name, "regex": t.regex})).collect();
     let mut clusters = vec![cluster(UPSTREAM_CLUSTER, layout.upstream_port)];
     clusters.extend(layout.clusters.iter().map(|(name, port)| cluster(name, *port)));
     json!({
@@ -326,12 +334,20 @@ mod tests {
         let mut l = layout(1);
         l.listeners = vec![ListenerLayout {
             name: "inbound_mtls".into(),
-            tls: Some(TlsFiles { cert_chain: "/c.pem".into(), private_key: "/k.pem".into(), client_ca: Some("/ca.pem".into()) }),
+            tls: Some(TlsFiles {
+                cert_chain: "/c.pem".into(),
+                private_key: "/k.pem".into(),
+                client_ca: Some("/ca.pem".into()),
+            }),
         }];
         let b = bootstrap(&s, &l);
         let ts = &b["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"];
         assert_eq!(ts["require_client_certificate"], true);
         assert_eq!(ts["common_tls_context"]["validation_context"]["trusted_ca"]["filename"], "/ca.pem");
         assert_eq!(ts["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"], "/c.pem");
+        assert_eq!(
+            b["static_resources"]["listeners"][0]["listener_filters"][0]["name"],
+            "envoy.filters.listener.tls_inspector"
+        );
     }
 }

@@ -116,7 +116,13 @@ pub fn framing(msg: &Outgoing<'_>, bodyless: bool, response: bool) -> (Option<(S
     (None, false)
 }
 
-fn write_head_and_body<W: Write>(w: &mut W, first_line: &str, msg: &Outgoing<'_>, bodyless: bool, response: bool) -> Result<()> {
+fn write_head_and_body<W: Write>(
+    w: &mut W,
+    first_line: &str,
+    msg: &Outgoing<'_>,
+    bodyless: bool,
+    response: bool,
+) -> Result<()> {
     let (extra, chunked) = framing(msg, bodyless, response);
     let mut head = String::with_capacity(256);
     head.push_str(first_line);
@@ -179,7 +185,8 @@ pub fn write_request<W: Write>(w: &mut W, msg: &Outgoing<'_>) -> Result<()> {
         }
     }
     headers.extend(msg.headers.iter().filter(|(k, _)| !is_pseudo(k)).cloned());
-    let out = Outgoing { headers: &headers, chunks: msg.chunks.clone(), trailers: msg.trailers, chunk_gap: msg.chunk_gap };
+    let out =
+        Outgoing { headers: &headers, chunks: msg.chunks.clone(), trailers: msg.trailers, chunk_gap: msg.chunk_gap };
     write_head_and_body(w, &format!("{method} {target} HTTP/1.1"), &out, false, false)
 }
 
@@ -256,7 +263,9 @@ fn read_header_block<R: BufRead>(r: &mut R) -> std::io::Result<Headers> {
         }
         match line.split_once(':') {
             Some((k, v)) => headers.push((k.trim().to_string(), v.trim().to_string())),
-            None => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad header line {line:?}"))),
+            None => {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad header line {line:?}")))
+            }
         }
     }
 }
@@ -313,8 +322,13 @@ pub fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>> {
         bail!("unsupported protocol {version:?}");
     }
     let headers = read_header_block(r).context("reading request headers")?;
-    let mut req =
-        Request { method: method.to_string(), target: target.to_string(), headers, body: Vec::new(), trailers: Vec::new() };
+    let mut req = Request {
+        method: method.to_string(),
+        target: target.to_string(),
+        headers,
+        body: Vec::new(),
+        trailers: Vec::new(),
+    };
     if is_chunked(&req.headers) {
         req.trailers = read_chunked(r, &mut req.body).context("reading chunked request body")?;
     } else if let Some(n) = content_length(&req.headers)? {
@@ -341,11 +355,10 @@ pub fn read_response<R: BufRead>(r: &mut R, head_request: bool) -> ResponseOutco
             };
             let mut parts = line.splitn(3, ' ');
             let version = parts.next().unwrap_or("");
-            let status: u16 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .filter(|_| version.starts_with("HTTP/1."))
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+            let status: u16 =
+                parts.next().and_then(|s| s.parse().ok()).filter(|_| version.starts_with("HTTP/1.")).ok_or_else(
+                    || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}")),
+                )?;
             let headers = read_header_block(r)?;
             if (100..200).contains(&status) && status != 101 {
                 continue;
@@ -420,7 +433,8 @@ pub fn read_response<R: BufRead>(r: &mut R, head_request: bool) -> ResponseOutco
 /// A one-shot GET over plain HTTP/1.1 with `Connection: close` (for Envoy's
 /// admin interface). Returns status and body.
 pub fn get(addr: std::net::SocketAddr, path: &str, timeout: std::time::Duration) -> Result<(u16, String)> {
-    let stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+    let stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut w = stream.try_clone()?;
@@ -449,13 +463,30 @@ mod tests {
 
     #[test]
     fn request_round_trip_keeps_order_repeats_and_trailers() {
-        let headers = h(&[(":method", "POST"), (":path", "/a?b=1"), (":authority", "svc"), ("X-A", "1"), ("x-b", "2"), ("x-a", "3")]);
+        let headers = h(&[
+            (":method", "POST"),
+            (":path", "/a?b=1"),
+            (":authority", "svc"),
+            ("X-A", "1"),
+            ("x-b", "2"),
+            ("x-a", "3"),
+        ]);
         let trailers = h(&[("x-t", "v")]);
-        let msg = Outgoing { headers: &headers, chunks: vec![b"he".to_vec(), b"llo".to_vec()], trailers: &trailers, ..Default::default() };
+        let msg = Outgoing {
+            headers: &headers,
+            chunks: vec![b"he".to_vec(), b"llo".to_vec()],
+            trailers: &trailers,
+            ..Default::default()
+        };
         let mut wire = Vec::new();
         write_request(&mut wire, &msg).unwrap();
         let text = String::from_utf8(wire.clone()).unwrap();
-        assert!(text.starts_with("POST /a?b=1 HTTP/1.1\r\nhost: svc\r\nX-A: 1\r\nx-b: 2\r\nx-a: 3\r\ntransfer-encoding: chunked\r\n\r\n"), "{text}");
+        assert!(
+            text.starts_with(
+                "POST /a?b=1 HTTP/1.1\r\nhost: svc\r\nX-A: 1\r\nx-b: 2\r\nx-a: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+            ),
+            "{text}"
+        );
         let req = read_request(&mut BufReader::new(&wire[..])).unwrap().unwrap();
         assert_eq!(req.body, b"hello");
         assert_eq!(req.trailers, trailers);
@@ -483,7 +514,11 @@ mod tests {
         assert_eq!(framing(&msg, false, false), (Some(("content-length".into(), "3".into())), false));
         let msg = Outgoing { headers: &headers, ..Default::default() };
         assert_eq!(framing(&msg, false, false), (None, false), "no body, no framing header");
-        assert_eq!(framing(&msg, false, true), (Some(("content-length".into(), "0".into())), false), "but a response says so");
+        assert_eq!(
+            framing(&msg, false, true),
+            (Some(("content-length".into(), "0".into())), false),
+            "but a response says so"
+        );
         let mut wire = Vec::new();
         write_request(&mut wire, &msg).unwrap();
         assert_eq!(wire, b"GET / HTTP/1.1\r\n\r\n");
@@ -494,7 +529,8 @@ mod tests {
         let headers = h(&[("x-up", "1")]);
         let trailers = h(&[("grpc-status", "0")]);
         let mut wire = Vec::new();
-        let msg = Outgoing { headers: &headers, chunks: vec![b"ok".to_vec()], trailers: &trailers, ..Default::default() };
+        let msg =
+            Outgoing { headers: &headers, chunks: vec![b"ok".to_vec()], trailers: &trailers, ..Default::default() };
         write_response(&mut wire, 201, &msg, false).unwrap();
         match read_response(&mut BufReader::new(&wire[..]), false) {
             ResponseOutcome::Complete(r) => {

@@ -73,17 +73,34 @@ pub fn level(name: &str) -> LogLevel {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `proxy_log` output: `wasm log<prefix>: <message>`.
-    PluginLog { level: LogLevel, prefix: String, message: String },
+    PluginLog {
+        level: LogLevel,
+        prefix: String,
+        message: String,
+    },
     /// `[host->vm] proxy_on_<hook>(args)`: Envoy calls into a plugin.
-    HookCall { hook: String, args: Vec<i64> },
+    HookCall {
+        hook: String,
+        args: Vec<i64>,
+    },
     /// `[host<-vm] proxy_on_<hook> return: ...`.
-    HookReturn { hook: String },
+    HookReturn {
+        hook: String,
+    },
     /// `[vm->host] env.<fn>(args)`: a plugin calls the host.
-    HostCall { func: String, args: Vec<i64> },
+    HostCall {
+        func: String,
+        args: Vec<i64>,
+    },
     /// `[vm<-host] env.<fn> return: <value>`.
-    HostReturn { func: String, value: String },
+    HostReturn {
+        func: String,
+        value: String,
+    },
     /// `Function: proxy_on_<hook> failed: <why>`: the plugin trapped.
-    Failure { message: String },
+    Failure {
+        message: String,
+    },
     Other,
 }
 
@@ -94,7 +111,8 @@ fn args(text: &str) -> Vec<i64> {
 fn trace_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"^\[(host->vm|host<-vm|vm->host|vm<-host)\] (?:env\.)?([A-Za-z0-9_]+)(?:\((.*)\)| return: ?(.*))$").unwrap()
+        Regex::new(r"^\[(host->vm|host<-vm|vm->host|vm<-host)\] (?:env\.)?([A-Za-z0-9_]+)(?:\((.*)\)| return: ?(.*))$")
+            .unwrap()
     })
 }
 
@@ -120,13 +138,15 @@ pub fn event(line: &EnvoyLine) -> Event {
             ("host->vm", Some(a), _) => Event::HookCall { hook: name, args: args(a.as_str()) },
             ("host<-vm", _, _) => Event::HookReturn { hook: name },
             ("vm->host", Some(a), _) => Event::HostCall { func: name, args: args(a.as_str()) },
-            ("vm<-host", _, v) => Event::HostReturn { func: name, value: v.map_or("", |m| m.as_str()).trim().to_string() },
+            ("vm<-host", _, v) => {
+                Event::HostReturn { func: name, value: v.map_or("", |m| m.as_str()).trim().to_string() }
+            }
             _ => Event::Other,
         };
     }
     if line.message.starts_with("Function: ") && line.message.contains(" failed: ") {
-        let first = line.message.lines().next().unwrap_or_default().to_string();
-        return Event::Failure { message: first };
+        // As Envoy prints it, in-VM backtrace included.
+        return Event::Failure { message: line.message.clone() };
     }
     Event::Other
 }
@@ -138,6 +158,10 @@ pub struct PluginIdent {
     pub root_id: String,
     pub vm_id: String,
     pub log_level: LogLevel,
+    /// Sizes of the plugin and VM configuration: they tell apart plugins
+    /// whose root-context prefixes are equal (see [`plugin_logs`]).
+    pub config_len: usize,
+    pub vm_config_len: usize,
 }
 
 impl PluginIdent {
@@ -155,30 +179,55 @@ impl PluginIdent {
     }
 }
 
-/// Resolves a log prefix to a plugin: exact stream prefix first, then root
-/// prefix (the first plugin with it: plugins sharing root_id and vm_id share
-/// the prefix).
-pub fn plugin_for_prefix(plugins: &[PluginIdent], prefix: &str) -> Option<usize> {
-    plugins
-        .iter()
-        .position(|p| p.stream_prefix() == prefix)
-        .or_else(|| plugins.iter().position(|p| p.root_prefix() == prefix))
-}
-
 /// Plugin log lines among `lines`, each kept only at or above its plugin's
 /// `log_level`. Lines whose prefix matches no plugin keep the prefix as the
 /// plugin name.
+///
+/// Root-context prefixes (`root_id vm_id`) can be shared by several plugins
+/// (e.g. all with empty root and VM ids). Such a line is given to the plugin
+/// whose configuration size matches the enclosing `proxy_on_configure`
+/// (or VM configuration size for `proxy_on_vm_start`) when that singles one
+/// out, else to the first candidate.
 pub fn plugin_logs(plugins: &[PluginIdent], lines: &[EnvoyLine]) -> Vec<LogLine> {
     let mut out = Vec::new();
+    let mut stack: Vec<(String, Vec<i64>)> = Vec::new();
     for l in lines {
-        if let Event::PluginLog { level, prefix, message } = event(l) {
-            let (plugin, min) = match plugin_for_prefix(plugins, &prefix) {
-                Some(i) => (plugins[i].name.clone(), plugins[i].log_level),
-                None => (prefix.clone(), LogLevel::Trace),
-            };
-            if level >= min {
-                out.push(LogLine { level, plugin, message });
+        match event(l) {
+            Event::HookCall { hook, args } => stack.push((hook, args)),
+            Event::HookReturn { hook } => {
+                if let Some(i) = stack.iter().rposition(|(h, _)| *h == hook) {
+                    stack.truncate(i);
+                }
             }
+            Event::PluginLog { level, prefix, message } => {
+                let found = plugins.iter().position(|p| p.stream_prefix() == prefix).or_else(|| {
+                    let candidates: Vec<usize> =
+                        (0..plugins.len()).filter(|i| plugins[*i].root_prefix() == prefix).collect();
+                    if candidates.len() <= 1 {
+                        return candidates.first().copied();
+                    }
+                    let size = |p: &PluginIdent, hook: &str| match hook {
+                        "proxy_on_configure" => Some(p.config_len),
+                        "proxy_on_vm_start" => Some(p.vm_config_len),
+                        _ => None,
+                    };
+                    let by_size = stack.last().and_then(|(hook, args)| {
+                        let want = *args.get(1)? as usize;
+                        let m: Vec<usize> =
+                            candidates.iter().copied().filter(|i| size(&plugins[*i], hook) == Some(want)).collect();
+                        (m.len() == 1).then(|| m[0])
+                    });
+                    by_size.or(candidates.first().copied())
+                });
+                let (plugin, min) = match found {
+                    Some(i) => (plugins[i].name.clone(), plugins[i].log_level),
+                    None => (prefix.clone(), LogLevel::Trace),
+                };
+                if level >= min {
+                    out.push(LogLine { level, plugin, message });
+                }
+            }
+            _ => {}
         }
     }
     out
@@ -223,7 +272,9 @@ pub fn stream_actions(plugins: &[PluginIdent], lines: &[EnvoyLine]) -> Vec<Actio
     let created: Vec<i64> = events
         .iter()
         .filter_map(|e| match e {
-            Event::HookCall { hook, args } if hook == "proxy_on_context_create" && args.get(1).copied().unwrap_or(0) != 0 => {
+            Event::HookCall { hook, args }
+                if hook == "proxy_on_context_create" && args.get(1).copied().unwrap_or(0) != 0 =>
+            {
                 args.first().copied()
             }
             _ => None,
@@ -247,7 +298,9 @@ pub fn stream_actions(plugins: &[PluginIdent], lines: &[EnvoyLine]) -> Vec<Actio
             Some(0)
         } else {
             f.logged_by.or_else(|| f.ctx.and_then(by_ctx)).or_else(|| {
-                matches!(f.hook.as_str(), "proxy_on_request_headers").then_some(f.ordinal).filter(|i| *i < plugins.len())
+                matches!(f.hook.as_str(), "proxy_on_request_headers")
+                    .then_some(f.ordinal)
+                    .filter(|i| *i < plugins.len())
             })
         };
         out.extend(f.pending.into_iter().map(|kind| Action { plugin, kind }));
@@ -267,7 +320,8 @@ pub fn stream_actions(plugins: &[PluginIdent], lines: &[EnvoyLine]) -> Vec<Actio
                 }
             }
             Event::PluginLog { prefix, .. } => {
-                if let (Some(f), Some(p)) = (stack.last_mut(), plugins.iter().position(|p| p.stream_prefix() == prefix)) {
+                if let (Some(f), Some(p)) = (stack.last_mut(), plugins.iter().position(|p| p.stream_prefix() == prefix))
+                {
                     f.logged_by.get_or_insert(p);
                 }
             }
@@ -297,7 +351,8 @@ pub fn stream_actions(plugins: &[PluginIdent], lines: &[EnvoyLine]) -> Vec<Actio
             }
             Event::Failure { message } => match stack.last_mut() {
                 Some(fr) => fr.pending.push(ActionKind::Failure { message }),
-                None => out.push(Action { plugin: (plugins.len() == 1).then_some(0), kind: ActionKind::Failure { message } }),
+                None => out
+                    .push(Action { plugin: (plugins.len() == 1).then_some(0), kind: ActionKind::Failure { message } }),
             },
             Event::Other => {}
         }
@@ -366,7 +421,14 @@ Proxy-Wasm plugin in-VM backtrace:\n\
 [2026-11-28 09:17:25.624][3673][info][main] [x.cc:1] half";
 
     fn ident(name: &str, root: &str, vm: &str, level: LogLevel) -> PluginIdent {
-        PluginIdent { name: name.into(), root_id: root.into(), vm_id: vm.into(), log_level: level }
+        PluginIdent {
+            name: name.into(),
+            root_id: root.into(),
+            vm_id: vm.into(),
+            log_level: level,
+            config_len: 0,
+            vm_config_len: 0,
+        }
     }
 
     #[test]
@@ -397,7 +459,31 @@ Proxy-Wasm plugin in-VM backtrace:\n\
         );
         let plugins = vec![ident("p", "", "v1", LogLevel::Trace)];
         assert_eq!(plugin_logs(&plugins, &lines[1..2])[0].plugin, "p", "root prefix without root id");
-        assert_eq!(plugin_for_prefix(&[ident("p", "", "", LogLevel::Trace)], ""), Some(0));
+        let empty = "[2026-11-28 09:17:25.623][1][info][wasm] [a:1] wasm log: x\n";
+        assert_eq!(
+            plugin_logs(&[ident("p", "", "", LogLevel::Trace)], &parse(empty, 0).0)[0].plugin,
+            "p",
+            "empty prefix"
+        );
+    }
+
+    #[test]
+    fn shared_root_prefixes_are_told_apart_by_configuration_size() {
+        let text = "\
+[2026-11-28 09:17:25.623][1][trace][wasm] [a:1] [host->vm] proxy_on_configure(1, 7)\n\
+[2026-11-28 09:17:25.623][1][info][wasm] [a:1] wasm log: configured\n\
+[2026-11-28 09:17:25.623][1][trace][wasm] [a:1] [host<-vm] proxy_on_configure return: 1\n\
+[2026-11-28 09:17:25.623][1][trace][wasm] [a:1] [host->vm] proxy_on_configure(1, 4)\n\
+[2026-11-28 09:17:25.623][1][info][wasm] [a:1] wasm log: configured\n\
+[2026-11-28 09:17:25.623][1][trace][wasm] [a:1] [host<-vm] proxy_on_configure return: 1\n\
+[2026-11-28 09:17:25.623][1][info][wasm] [a:1] wasm log: tick\n";
+        let (lines, _) = parse(text, 0);
+        let mut a = ident("a", "", "", LogLevel::Trace);
+        a.config_len = 4;
+        let mut b = ident("b", "", "", LogLevel::Trace);
+        b.config_len = 7;
+        let who: Vec<_> = plugin_logs(&[a, b], &lines).into_iter().map(|l| l.plugin).collect();
+        assert_eq!(who, vec!["b", "a", "a"], "outside configure the first candidate");
     }
 
     #[test]
@@ -410,7 +496,7 @@ Proxy-Wasm plugin in-VM backtrace:\n\
             vec![Action {
                 plugin: Some(0),
                 kind: ActionKind::Failure {
-                    message: "Function: proxy_on_request_headers failed: Uncaught RuntimeError: unreachable".into()
+                    message: "Function: proxy_on_request_headers failed: Uncaught RuntimeError: unreachable\nProxy-Wasm plugin in-VM backtrace:".into()
                 }
             }]
         );

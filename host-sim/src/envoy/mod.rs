@@ -20,8 +20,10 @@ mod tls;
 
 pub use bootstrap::UPSTREAM_CLUSTER;
 
-use crate::result::{HttpCallRecord, HttpMessage, HttpResponse, LocalReply, PluginFailure, PluginStatus, RunResult, StreamResult};
-use crate::scenario::{CertificateSpec, ConnectionSpec, MessageSpec, Scenario, StreamSpec};
+use crate::result::{
+    HttpCallRecord, HttpMessage, HttpResponse, LocalReply, PluginFailure, PluginStatus, RunResult, StreamResult,
+};
+use crate::scenario::{config_bytes, CertificateSpec, ConnectionSpec, MessageSpec, Scenario, StreamSpec};
 use anyhow::{bail, Context, Result};
 use bootstrap::{Layout, ListenerLayout, TlsFiles};
 use logs::{ActionKind, PluginIdent};
@@ -138,7 +140,8 @@ struct Workdir {
 impl Workdir {
     fn create(opts: &EnvoyOptions) -> Result<Self> {
         let parent = opts.workdir_parent.clone().unwrap_or_else(std::env::temp_dir);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = parent.join(format!("meshwasm-envoy-{}-{seq}-{nanos:x}", std::process::id()));
@@ -221,7 +224,11 @@ impl ListenerPlan {
                     let (cert, key_file) = (dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
                     std::fs::write(&cert, &server.cert_pem)?;
                     std::fs::write(&key_file, &server.key_pem)?;
-                    Some(TlsFiles { cert_chain: cert, private_key: key_file, client_ca: c.mtls.then(|| ca_path.clone()) })
+                    Some(TlsFiles {
+                        cert_chain: cert,
+                        private_key: key_file,
+                        client_ca: c.mtls.then(|| ca_path.clone()),
+                    })
                 }
                 _ => None,
             };
@@ -256,9 +263,8 @@ struct AccessEntry {
 fn find_access_entry(path: &Path, client: &str) -> Option<AccessEntry> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| {
-        (v["client"].as_str() == Some(client)).then(|| AccessEntry {
-            details: v["details"].as_str().unwrap_or("").to_string(),
-        })
+        (v["client"].as_str() == Some(client))
+            .then(|| AccessEntry { details: v["details"].as_str().unwrap_or("").to_string() })
     })
 }
 
@@ -287,7 +293,8 @@ fn exchange(
     timeout: Duration,
 ) -> Result<(Option<SocketAddr>, http::ResponseOutcome)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connecting to Envoy at {addr}"))?;
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to Envoy at {addr}"))?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(timeout))?;
     tcp.set_write_timeout(Some(timeout))?;
@@ -301,7 +308,12 @@ fn exchange(
     } else {
         tls::ClientConn::Plain(tcp)
     };
-    let msg = http::Outgoing { headers: &req.headers, chunks: req.chunks(), trailers: &req.trailers, chunk_gap: Duration::from_millis(10) };
+    let msg = http::Outgoing {
+        headers: &req.headers,
+        chunks: req.chunks(),
+        trailers: &req.trailers,
+        chunk_gap: Duration::from_millis(10),
+    };
     // A write may fail when Envoy answers (and closes) before the whole
     // request is sent; the answer is still there to read.
     let _ = http::write_request(&mut client, &msg);
@@ -341,7 +353,14 @@ fn settle(envoy: &EnvoyProcess, start: usize, limit: Duration) -> usize {
 fn idents(s: &Scenario) -> Vec<PluginIdent> {
     s.plugins
         .iter()
-        .map(|p| PluginIdent { name: p.display_name(), root_id: p.root_id.clone(), vm_id: p.vm_id.clone(), log_level: p.log_level })
+        .map(|p| PluginIdent {
+            name: p.display_name(),
+            root_id: p.root_id.clone(),
+            vm_id: p.vm_id.clone(),
+            log_level: p.log_level,
+            config_len: config_bytes(&p.configuration).len(),
+            vm_config_len: config_bytes(&p.vm_configuration).len(),
+        })
         .collect()
 }
 
@@ -387,7 +406,13 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
         plugins: scenario
             .plugins
             .iter()
-            .map(|p| PluginStatus { name: p.display_name(), root_id: p.root_id.clone(), vm_started: true, configured: true, error: None })
+            .map(|p| PluginStatus {
+                name: p.display_name(),
+                root_id: p.root_id.clone(),
+                vm_started: true,
+                configured: true,
+                error: None,
+            })
             .collect(),
         ..Default::default()
     };
@@ -406,7 +431,13 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
         let port = *ports.get(name).context("listener port")?;
         let conn = effective_connection(scenario, stream);
         let timeout = opts.stream_timeout + Duration::from_millis(delays);
-        let (client, outcome) = exchange(port, conn, cert.as_ref(), &stream.request, timeout)?;
+        let (client, outcome) = match exchange(port, conn, cert.as_ref(), &stream.request, timeout) {
+            Ok(x) => x,
+            Err(e) => {
+                let state = if envoy.has_exited() { "Envoy has exited" } else { "Envoy is running" };
+                bail!("stream {i} ({}): {e:#}; {state}. Last log lines:\n{}", stream.name, envoy.log_tail(30));
+            }
+        };
         // The access log line marks the end of the stream in Envoy.
         let client = client.map(|a| a.to_string()).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -423,7 +454,7 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
         windows.push((start, end));
         let (ups, calls) = servers.end_stream();
         let text = envoy.log_from(start);
-        let (lines, _) = logs::parse(&text[..(end - start).min(text.len())], start);
+        let (lines, _) = logs::parse(text.get(..end - start).unwrap_or(&text), start);
         let r = stream_result(stream, &plugins, &lines, outcome, entry, ups, calls, failed);
         if let Some(f) = &r.plugin_failure {
             failed = plugins.iter().position(|p| p.name == f.plugin).or(failed);
@@ -438,7 +469,7 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
     let admin_timeout = Duration::from_secs(10);
     result.metrics = stats::metrics(admin, admin_timeout).context("reading plugin metrics from Envoy's admin")?;
     result.prometheus = stats::prometheus(admin, admin_timeout).context("reading /stats/prometheus")?;
-    envoy.stop();
+    envoy.stop(Duration::from_secs(5));
 
     // Logs outside every stream's stretch: start-up, configure, ticks.
     let text = envoy.log_from(0);
@@ -452,20 +483,23 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
     Ok(result)
 }
 
-/// A local reply's body and headers as the client received them, less
-/// `content-length` and [`HOST_SPECIFIC_HEADERS`]. Headers that response
-/// hooks added are included: the wire cannot tell them apart.
+/// A local reply's body and headers from what the client received. Envoy
+/// builds the reply's header map as `:status`, the plugin's headers, then
+/// `content-length` (and `content-type: text/plain` for a body); response
+/// hooks append after that. So the plugin's headers are those before
+/// `content-length` (observed in Envoy 1.40); without one, all but
+/// `content-type` and [`HOST_SPECIFIC_HEADERS`].
 fn reply_parts(response: Option<&http::Response>) -> (String, Vec<(String, String)>) {
-    match response {
-        Some(resp) => (
-            text(&resp.body),
-            lower(&resp.headers)
-                .into_iter()
-                .filter(|(k, _)| !HOST_SPECIFIC_HEADERS.contains(&k.as_str()) && k != "content-length")
-                .collect(),
-        ),
-        None => (String::new(), Vec::new()),
-    }
+    let Some(resp) = response else { return (String::new(), Vec::new()) };
+    let headers = lower(&resp.headers);
+    let plugin_headers = match headers.iter().position(|(k, _)| k == "content-length") {
+        Some(end) => headers[..end].to_vec(),
+        None => headers
+            .into_iter()
+            .filter(|(k, _)| !HOST_SPECIFIC_HEADERS.contains(&k.as_str()) && k != "content-type")
+            .collect(),
+    };
+    (text(&resp.body), plugin_headers)
 }
 
 /// Builds a stream's result from what was observed. `failed_before` is the
@@ -482,7 +516,8 @@ fn stream_result(
     failed_before: Option<usize>,
 ) -> StreamResult {
     let mut r = StreamResult { name: stream.name.clone(), ..Default::default() };
-    r.upstream_request = ups.first().map(|u| HttpMessage { headers: u.header_map(), body: text(&u.body), trailers: lower(&u.trailers) });
+    r.upstream_request =
+        ups.first().map(|u| HttpMessage { headers: u.header_map(), body: text(&u.body), trailers: lower(&u.trailers) });
     let response = match &outcome {
         http::ResponseOutcome::Complete(resp) => Some(resp),
         http::ResponseOutcome::ResetDuringBody(resp) => {
@@ -504,10 +539,17 @@ fn stream_result(
     for a in &actions {
         match &a.kind {
             ActionKind::LocalReply { status, grpc_status } if r.local_reply.is_none() => {
-                let details = entry.as_ref().map(|e| e.details.clone()).filter(|d| d != "via_upstream").unwrap_or_default();
+                let details =
+                    entry.as_ref().map(|e| e.details.clone()).filter(|d| d != "via_upstream").unwrap_or_default();
                 let (body, headers) = reply_parts(response);
-                r.local_reply =
-                    Some(LocalReply { plugin: name_of(a.plugin), status: *status, details, body, headers, grpc_status: *grpc_status });
+                r.local_reply = Some(LocalReply {
+                    plugin: name_of(a.plugin),
+                    status: *status,
+                    details,
+                    body,
+                    headers,
+                    grpc_status: *grpc_status,
+                });
             }
             ActionKind::Failure { message } if r.plugin_failure.is_none() => {
                 r.plugin_failure = Some(PluginFailure { plugin: name_of(a.plugin), message: message.clone() });
@@ -520,7 +562,11 @@ fn stream_result(
     // as a local reply of the failed plugin, with gRPC status 14
     // (UNAVAILABLE) as Envoy sends it.
     if r.local_reply.is_none() && entry.as_ref().is_some_and(|e| e.details == "wasm_fail_stream") {
-        let plugin = r.plugin_failure.as_ref().map(|f| f.plugin.clone()).or_else(|| Some(name_of(failed_before)).filter(|n| !n.is_empty()));
+        let plugin = r
+            .plugin_failure
+            .as_ref()
+            .map(|f| f.plugin.clone())
+            .or_else(|| Some(name_of(failed_before)).filter(|n| !n.is_empty()));
         let (body, headers) = reply_parts(response);
         r.local_reply = Some(LocalReply {
             plugin: plugin.unwrap_or_default(),
@@ -653,7 +699,14 @@ mod tests {
     #[test]
     fn stream_results_from_what_was_observed() {
         let stream: StreamSpec = serde_json::from_str(r#"{"name":"s","request":{}}"#).unwrap();
-        let plugins = vec![PluginIdent { name: "p".into(), root_id: "".into(), vm_id: "".into(), log_level: crate::abi::LogLevel::Info }];
+        let plugins = vec![PluginIdent {
+            name: "p".into(),
+            root_id: "".into(),
+            vm_id: "".into(),
+            log_level: crate::abi::LogLevel::Info,
+            config_len: 0,
+            vm_config_len: 0,
+        }];
         let log = "\
 [2026-11-28 09:17:25.623][1][trace][wasm] [a:1] [host->vm] proxy_on_request_headers(2, 8, 1)\n\
 [2026-11-28 09:17:25.623][1][info][wasm] [a:1] wasm log p: denying\n\
@@ -673,7 +726,16 @@ mod tests {
             trailers: vec![],
         };
         let entry = AccessEntry { details: "".into() };
-        let r = stream_result(&stream, &plugins, &lines, http::ResponseOutcome::Complete(resp), Some(entry), vec![], vec![], None);
+        let r = stream_result(
+            &stream,
+            &plugins,
+            &lines,
+            http::ResponseOutcome::Complete(resp),
+            Some(entry),
+            vec![],
+            vec![],
+            None,
+        );
         assert!(r.upstream_request.is_none());
         assert!(!r.reset);
         let d = r.downstream_response.as_ref().unwrap();
@@ -682,7 +744,16 @@ mod tests {
         assert_eq!((lr.plugin.as_str(), lr.status, lr.body.as_str()), ("p", 403, "denied\n"));
         assert_eq!(lr.headers, vec![("x-by".to_string(), "p".to_string())]);
         assert_eq!(r.logs.len(), 1);
-        let r = stream_result(&stream, &plugins, &[], http::ResponseOutcome::ResetBeforeResponse, None, vec![], vec![], None);
+        let r = stream_result(
+            &stream,
+            &plugins,
+            &[],
+            http::ResponseOutcome::ResetBeforeResponse,
+            None,
+            vec![],
+            vec![],
+            None,
+        );
         assert!(r.reset && r.downstream_response.is_none() && r.local_reply.is_none());
     }
 }

@@ -19,13 +19,22 @@ pub struct EnvoyProcess {
 }
 
 pub enum Readiness {
-    Ready { admin: SocketAddr, listeners: HashMap<String, u16> },
+    Ready {
+        admin: SocketAddr,
+        listeners: HashMap<String, u16>,
+    },
     /// Envoy exited before it was ready (a configuration it rejected).
     Exited(ExitStatus),
 }
 
 impl EnvoyProcess {
-    pub fn spawn(binary: &Path, workdir: &Path, config: &Path, concurrency: u32, extra_args: &[String]) -> Result<Self> {
+    pub fn spawn(
+        binary: &Path,
+        workdir: &Path,
+        config: &Path,
+        concurrency: u32,
+        extra_args: &[String],
+    ) -> Result<Self> {
         let log_path = workdir.join("envoy.log");
         let admin_path = workdir.join("admin-address.txt");
         let stderr = std::fs::File::create(&log_path)?;
@@ -116,18 +125,35 @@ impl EnvoyProcess {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// Kills Envoy and reaps it. Idempotent.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+    /// Stops Envoy the way a pod does: SIGTERM (Envoy shuts down at once and
+    /// plugins' root contexts get `proxy_on_done`/`proxy_on_delete`), then
+    /// SIGKILL if it is still there after `grace`. Idempotent.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut c) = self.child.take() else { return };
+        if matches!(c.try_wait(), Ok(None)) {
+            let termed = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            let deadline = Instant::now() + grace;
+            while termed && Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
 impl Drop for EnvoyProcess {
+    /// Kills Envoy outright (an error or panic left it running).
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -139,7 +165,18 @@ pub fn read_from(path: &Path, from: usize) -> String {
     }
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    byte_preserving_text(&buf)
+}
+
+/// Text with each byte of an invalid UTF-8 sequence replaced by `?`, so
+/// byte offsets in the text are byte offsets in the file.
+pub fn byte_preserving_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.extend(std::iter::repeat_n('?', chunk.invalid().len()));
+    }
+    out
 }
 
 /// `/listeners?format=json` → listener name to bound port.
@@ -147,7 +184,9 @@ pub fn listener_ports(body: &str) -> HashMap<String, u16> {
     let mut out = HashMap::new();
     let Ok(v) = serde_json::from_str::<Value>(body) else { return out };
     for l in v["listener_statuses"].as_array().into_iter().flatten() {
-        let (Some(name), Some(port)) = (l["name"].as_str(), l["local_address"]["socket_address"]["port_value"].as_u64()) else {
+        let (Some(name), Some(port)) =
+            (l["name"].as_str(), l["local_address"]["socket_address"]["port_value"].as_u64())
+        else {
             continue;
         };
         out.insert(name.to_string(), port as u16);
@@ -158,6 +197,13 @@ pub fn listener_ports(body: &str) -> HashMap<String, u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_utf8_keeps_offsets() {
+        let t = byte_preserving_text(b"a\xff\xfeb\xc3\xa9\n");
+        assert_eq!(t, "a??b\u{e9}\n");
+        assert_eq!(t.len(), 7);
+    }
 
     #[test]
     fn listener_ports_from_admin_json() {

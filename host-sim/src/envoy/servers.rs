@@ -164,7 +164,12 @@ fn serve_connection(conn: TcpStream, role: Role, stop: Arc<AtomicBool>, slot: Ar
             return;
         };
         sleep_unless_stopped(spec.delay_ms, &stop);
-        let msg = Outgoing { headers: &spec.headers, chunks: spec.chunks(), trailers: &spec.trailers, chunk_gap: Duration::ZERO };
+        let msg = Outgoing {
+            headers: &spec.headers,
+            chunks: spec.chunks(),
+            trailers: &spec.trailers,
+            chunk_gap: Duration::ZERO,
+        };
         let ok = http::write_response(&mut writer, spec.status, &msg, head).is_ok();
         if let (true, Some(i)) = (ok, call_index) {
             let mut s = slot.lock().unwrap();

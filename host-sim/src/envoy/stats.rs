@@ -78,7 +78,12 @@ pub fn parse_histograms(v: &Value) -> Vec<MetricValue> {
                 count += c as i64;
                 sum += bin["lower_bound"].as_f64().unwrap_or(0.0) * c as f64;
             }
-            out.push(MetricValue { name: strip(name), kind: MetricType::Histogram, value: count, sum: Some(sum.round() as u64) });
+            out.push(MetricValue {
+                name: strip(name),
+                kind: MetricType::Histogram,
+                value: count,
+                sum: Some(sum.round() as u64),
+            });
         }
     }
     out
@@ -96,7 +101,10 @@ mod tests {
             {"name":"wasmcustom.g;.;reporter=.=destination;.;","value":7}
         ]});
         let m = parse_scalars(&v, MetricType::Gauge);
-        assert_eq!(m[0], MetricValue { name: "probe_requests_total".into(), kind: MetricType::Gauge, value: 3, sum: None });
+        assert_eq!(
+            m[0],
+            MetricValue { name: "probe_requests_total".into(), kind: MetricType::Gauge, value: 3, sum: None }
+        );
         assert_eq!(m[1].name, "g;.;reporter=.=destination;.;");
     }
 
@@ -108,7 +116,10 @@ mod tests {
             {"name":"wasmcustom.big","totals":[{"lower_bound":1200,"width":100,"count":1},{"lower_bound":7,"width":1,"count":2}]}
         ]}}]});
         let m = parse_histograms(&v);
-        assert_eq!(m[0], MetricValue { name: "probe_latency".into(), kind: MetricType::Histogram, value: 3, sum: Some(126) });
+        assert_eq!(
+            m[0],
+            MetricValue { name: "probe_latency".into(), kind: MetricType::Histogram, value: 3, sum: Some(126) }
+        );
         assert_eq!((m[1].value, m[1].sum), (3, Some(1214)));
     }
 }

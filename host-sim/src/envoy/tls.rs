@@ -82,7 +82,8 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name = parse_subject("CN=meshwasm test CA,O=meshwasm")?;
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key).context("self-signing the CA")?;
         Ok(Self { cert_pem: cert.pem(), cert, key })
     }
@@ -92,19 +93,27 @@ impl Ca {
     pub fn issue(&self, spec: &CertificateSpec, server: bool, default_cn: &str) -> Result<Issued> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name =
-            parse_subject(if spec.subject.is_empty() { default_cn } else { &spec.subject })?;
+        params.distinguished_name = parse_subject(if spec.subject.is_empty() { default_cn } else { &spec.subject })?;
         for uri in &spec.uri_sans {
-            params.subject_alt_names.push(SanType::URI(uri.as_str().try_into().with_context(|| format!("URI SAN {uri:?}"))?));
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into().with_context(|| format!("URI SAN {uri:?}"))?));
         }
         for dns in &spec.dns_sans {
-            params.subject_alt_names.push(SanType::DnsName(dns.as_str().try_into().with_context(|| format!("DNS SAN {dns:?}"))?));
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(dns.as_str().try_into().with_context(|| format!("DNS SAN {dns:?}"))?));
         }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages =
             vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
         let cert = params.signed_by(&key, &self.cert, &self.key).context("signing a certificate")?;
-        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), cert_der: cert.der().to_vec(), key_der: key.serialize_der() })
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        })
     }
 }
 

@@ -40,6 +40,10 @@ struct Run<'p> {
     /// Filters whose response hooks are skipped (their VM failed closed).
     skip_response: Vec<bool>,
     failure: Option<PluginFailure>,
+    /// A local reply is being encoded: later replies are ignored.
+    reply_started: bool,
+    /// The reply goes straight to the codec, past every encoder filter.
+    direct_reply: bool,
 }
 
 impl Proxy {
@@ -53,7 +57,7 @@ impl Proxy {
             (st.logs.len(), st.http_calls.len())
         };
         let connection = spec.connection.clone().unwrap_or_else(|| default_conn.clone());
-        let mut request_headers = HeaderMap::from_list(&spec.request.headers);
+        let mut request_headers = as_received(&spec.request, connection.is_tls());
         // The connection manager adds these before any filter runs.
         if request_headers.get("x-forwarded-proto").is_none() {
             request_headers.add("x-forwarded-proto", if connection.is_tls() { b"https" } else { b"http" });
@@ -72,7 +76,16 @@ impl Proxy {
             start_ns: self.state.borrow().now_ns(),
             ..Default::default()
         }));
-        let mut run = Run { proxy: self, stream, worker, contexts: vec![None; n], skip_response: vec![false; n], failure: None };
+        let mut run = Run {
+            proxy: self,
+            stream,
+            worker,
+            contexts: vec![None; n],
+            skip_response: vec![false; n],
+            failure: None,
+            reply_started: false,
+            direct_reply: false,
+        };
         let mut result = StreamResult { name: spec.name.clone(), ..Default::default() };
 
         let flow = run.request_path(spec);
@@ -114,6 +127,36 @@ impl Proxy {
     }
 }
 
+/// The request headers as Envoy's HTTP/1 codec hands them to the filters:
+/// `:authority`, `:path`, `:method`, `:scheme` first, then the client's
+/// headers in order, with the body's framing header as the client sent it.
+fn as_received(request: &crate::scenario::MessageSpec, tls: bool) -> HeaderMap {
+    let given = HeaderMap::from_list(&request.headers);
+    let mut h = HeaderMap::default();
+    for pseudo in [":authority", ":path", ":method"] {
+        if let Some(v) = given.get(pseudo) {
+            h.add(pseudo, v);
+        }
+    }
+    h.add(":scheme", given.get(":scheme").unwrap_or(if tls { b"https" } else { b"http" }));
+    h.0.extend(given.0.iter().filter(|(k, _)| !k.starts_with(':')).cloned());
+    add_framing(&mut h, request.chunks().iter().map(Vec::len).sum(), !request.trailers.is_empty());
+    h
+}
+
+/// HTTP/1 framing: a body with trailers travels chunked, any other body
+/// with a content-length.
+fn add_framing(h: &mut HeaderMap, body_len: usize, trailers: bool) {
+    if h.get("content-length").is_some() || h.get("transfer-encoding").is_some() {
+        return;
+    }
+    if trailers {
+        h.add("transfer-encoding", b"chunked");
+    } else if body_len > 0 {
+        h.add("content-length", body_len.to_string().as_bytes());
+    }
+}
+
 impl Run<'_> {
     fn placement(&self, filter: usize) -> super::Placement {
         self.proxy.threads[self.worker][filter]
@@ -149,8 +192,9 @@ impl Run<'_> {
         set_active(vm, args[0] as u32);
         let outcome = vm.call(export, args);
         if let CallOutcome::Trapped(msg) = &outcome {
+            // Envoy logs a trap as its own error, not as a plugin log line:
+            // it is reported in `plugin_failure`.
             let plugin = self.proxy.plugins[filter].name.clone();
-            self.proxy.state.borrow_mut().logs.push(LogLine { level: LogLevel::Critical, plugin: plugin.clone(), message: msg.clone() });
             if self.failure.is_none() {
                 self.failure = Some(PluginFailure { plugin, message: msg.clone() });
             }
@@ -199,6 +243,17 @@ impl Run<'_> {
         }
         if s.local_reply.is_some() && s.response_code.is_none() {
             return Some(Flow::Reply);
+        }
+        if s.local_reply.is_some() && !self.reply_started {
+            // Asked for once the upstream response has started (Envoy's
+            // FilterManager::sendLocalReply): while the filters still hold
+            // the response headers the reply goes directly to the codec;
+            // once they have gone downstream the stream is reset.
+            if s.phase == Some(Phase::ResponseHeaders) {
+                self.direct_reply = true;
+                return Some(Flow::Reply);
+            }
+            return Some(Flow::Reset);
         }
         None
     }
@@ -296,16 +351,30 @@ impl Run<'_> {
         } else {
             (Phase::ResponseBody, "proxy_on_response_body")
         };
-        let mut deliveries: Vec<(Vec<u8>, bool)> = chunks.into_iter().map(|c| (c, false)).collect();
+        // (data, end_of_stream, position in `order` it is delivered from)
+        let mut deliveries: std::collections::VecDeque<(Vec<u8>, bool, usize)> =
+            chunks.into_iter().map(|c| (c, false, 0)).collect();
         if ends_stream {
-            deliveries.push((Vec::new(), true));
+            deliveries.push_back((Vec::new(), true, 0));
         }
         let mut buffered: Vec<Vec<u8>> = vec![Vec::new(); order.len()];
         let mut delivered: Vec<u8> = Vec::new();
-        for (chunk, eos) in deliveries {
+        loop {
+            let Some((chunk, eos, from)) = deliveries.pop_front() else {
+                // Trailers follow (no chunk ended the stream): what a filter
+                // buffered moves on to the next filters when they arrive, as
+                // in Envoy; it is never dropped.
+                match buffered.iter().position(|b| !b.is_empty()) {
+                    Some(pos) if !ends_stream => {
+                        deliveries.push_back((std::mem::take(&mut buffered[pos]), false, pos + 1));
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
             let mut data = chunk;
             let mut passed = true;
-            for (pos, &filter) in order.iter().enumerate() {
+            for (pos, &filter) in order.iter().enumerate().skip(from) {
                 if !request && self.skip_response[filter] {
                     continue;
                 }
@@ -371,6 +440,8 @@ impl Run<'_> {
         // The router announces its timeout to the upstream.
         let mut headers = s.request_headers.clone();
         headers.add("x-envoy-expected-rq-timeout-ms", ROUTE_TIMEOUT_MS.as_bytes());
+        // HTTP/1.1 upstreams have no `:scheme`: it is not on the wire.
+        headers.remove(":scheme");
         let _ = spec;
         HttpMessage {
             headers: headers.to_list(),
@@ -403,8 +474,12 @@ impl Run<'_> {
                 h.add(k, v.as_bytes());
             }
             if s.reached_upstream {
-                if h.get("content-length").is_none() && trailers.is_empty() {
-                    h.add("content-length", total.to_string().as_bytes());
+                if trailers.is_empty() {
+                    if h.get("content-length").is_none() && h.get("transfer-encoding").is_none() {
+                        h.add("content-length", total.to_string().as_bytes());
+                    }
+                } else {
+                    add_framing(&mut h, total, true);
                 }
                 h.add("x-envoy-upstream-service-time", delay_ms.to_string().as_bytes());
                 s.response_code_details = "via_upstream".into();
@@ -457,11 +532,14 @@ impl Run<'_> {
     /// request (including the sender) and records it.
     fn reply(&mut self, result: &mut StreamResult) {
         let Some(r) = self.stream.borrow().local_reply.clone() else { return };
-        let mut headers: Vec<(String, String)> = vec![("content-length".into(), r.body.len().to_string())];
+        self.reply_started = true;
+        // Envoy puts the plugin's headers first, then its own framing.
+        let mut headers: Vec<(String, String)> =
+            r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+        headers.push(("content-length".into(), r.body.len().to_string()));
         if !r.body.is_empty() {
             headers.push(("content-type".into(), "text/plain".into()));
         }
-        headers.extend(r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())));
         self.stream.borrow_mut().response_code_details = r.details.clone();
         result.local_reply = Some(LocalReply {
             plugin: r.plugin.clone(),
@@ -473,7 +551,8 @@ impl Run<'_> {
         });
         let chunks = if r.body.is_empty() { Vec::new() } else { vec![r.body.clone()] };
         // A local reply's body arrives in one piece with end_of_stream.
-        match self.local_reply_path(r.status, &headers, chunks, r.filter_index + 1) {
+        let through = if self.direct_reply { 0 } else { r.filter_index + 1 };
+        match self.local_reply_path(r.status, &headers, chunks, through) {
             Flow::Next | Flow::Reply => result.downstream_response = Some(self.downstream_response()),
             Flow::Reset => result.reset = true,
             Flow::Stalled | Flow::Paused => self.note_stall(),

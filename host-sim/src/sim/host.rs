@@ -283,7 +283,15 @@ fn add_buffer_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             let kind = check!(BufferType::from_i32(kind));
             let data = check!(read_bytes(&c, ptr, len));
             let h = c.data();
-            let Some((stream, _)) = h.stream() else { return Ok(Status::NotFound as i32) };
+            let Some((stream, _)) = h.stream() else {
+                // No stream (a root context): the body slots hold no data,
+                // which Envoy answers with BAD_ARGUMENT like any other
+                // phase without a body.
+                return Ok(match kind {
+                    BufferType::DownstreamData | BufferType::UpstreamData => Status::NotFound,
+                    _ => Status::BadArgument,
+                } as i32);
+            };
             let mut s = stream.borrow_mut();
             let phase = s.phase;
             let buf = match (kind, phase) {
@@ -463,7 +471,9 @@ fn add_stream_functions(linker: &mut Linker<VmHost>, abi: AbiVersion) -> wasmtim
             let body = check!(read_bytes(&c, bptr, blen));
             let raw_headers = check!(read_bytes(&c, hptr, hlen));
             let h = c.data();
-            let Some((stream, filter_index)) = h.stream() else { return Ok(Status::NotFound as i32) };
+            // Without a stream (a root context) Envoy has no decoder
+            // callbacks: the reply goes nowhere, and the status is still Ok.
+            let Some((stream, filter_index)) = h.stream() else { return Ok(0) };
             let headers = pairs::decode(&raw_headers)
                 .unwrap_or_default()
                 .into_iter()

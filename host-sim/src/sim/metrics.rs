@@ -94,17 +94,19 @@ impl MetricStore {
 }
 
 /// Per-VM metric ids: `(sequence << 2) | type`, the type bits as in Envoy
-/// (counter 0, gauge 1, histogram 2).
+/// (counter 0, gauge 1, histogram 2), with one sequence per type: the first
+/// counter is 4, the first gauge 5, the first histogram 6.
 #[derive(Default)]
 pub struct MetricIds {
     ids: HashMap<u32, usize>,
-    next: u32,
+    next: [u32; 3],
 }
 
 impl MetricIds {
     pub fn assign(&mut self, kind: MetricType, stat: usize) -> u32 {
-        self.next += 1;
-        let id = (self.next << 2) | kind as u32;
+        let next = &mut self.next[kind as usize];
+        *next += 1;
+        let id = (*next << 2) | kind as u32;
         self.ids.insert(id, stat);
         id
     }
@@ -145,6 +147,10 @@ mod tests {
         let mut ids = MetricIds::default();
         let id = ids.assign(MetricType::Histogram, 0);
         assert_eq!(id & 3, 2);
+        assert_eq!(id, 6, "first histogram");
+        assert_eq!(ids.assign(MetricType::Counter, 0), 4, "first counter, whatever was defined before");
+        assert_eq!(ids.assign(MetricType::Gauge, 0), 5, "first gauge");
+        assert_eq!(ids.assign(MetricType::Counter, 0), 8, "second counter");
         assert_eq!(ids.resolve(id), Ok(0));
         assert_eq!(ids.resolve(id + 4), Err(Status::NotFound));
     }

@@ -177,6 +177,11 @@ impl Proxy {
                 proxy.vms.pop();
                 continue;
             }
+            // Envoy throws the canary VM away after configuring it: a timer
+            // it set never fires.
+            if let Some(base) = proxy.vms.last_mut() {
+                base.store.data_mut().ticks.clear();
+            }
             for (thread, slots) in placements.iter_mut().enumerate() {
                 let label = if thread == 0 { "thread-local (main)" } else { "thread-local" };
                 match proxy.start_vm(&ctx, members, label) {
@@ -338,7 +343,12 @@ impl Proxy {
                 // fire forever.
                 return false;
             }
-            self.state.borrow_mut().elapsed_ns = due.max(self.state.borrow().elapsed_ns);
+            {
+                // One borrow: `borrow_mut() = ...borrow()` in one statement
+                // panics (the RefCell is already mutably borrowed).
+                let mut s = self.state.borrow_mut();
+                s.elapsed_ns = due.max(s.elapsed_ns);
+            }
             if let Some(t) = self.vms[vm].store.data_mut().ticks.get_mut(&root) {
                 t.next_due_ns += t.period_ns;
             }
@@ -408,7 +418,10 @@ impl Proxy {
         let mut root_logs: Vec<LogLine> = self.state.borrow().logs[..root_logs_before].to_vec();
         if self.ready() {
             for spec in &scenario.streams {
+                // Ticks and queue callbacks between streams are root logs.
+                let before = self.state.borrow().logs.len();
                 self.advance(spec.advance_ms_before);
+                root_logs.extend_from_slice(&self.state.borrow().logs[before..]);
                 result.streams.push(self.run_stream(spec, &scenario.connection));
             }
             let before = self.state.borrow().logs.len();

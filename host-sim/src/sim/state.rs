@@ -72,13 +72,15 @@ impl ProxyState {
     }
 
     /// Envoy's CAS rules: `cas == 0` always writes; otherwise it must equal
-    /// the entry's current cas (and the entry must exist).
+    /// the entry's current cas. A key that does not exist yet is written
+    /// whatever the cas (CH `SharedData::set` only checks existing entries).
     pub fn set_shared_data(&mut self, vm_id: &str, key: &str, value: Vec<u8>, cas: u32) -> HostResult<()> {
         let k = (vm_id.to_string(), key.to_string());
         if cas != 0 {
-            match self.shared_data.get(&k) {
-                Some((_, current)) if *current == cas => {}
-                _ => return Err(Status::CasMismatch),
+            if let Some((_, current)) = self.shared_data.get(&k) {
+                if *current != cas {
+                    return Err(Status::CasMismatch);
+                }
             }
         }
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
@@ -150,7 +152,8 @@ mod tests {
     fn cas_semantics() {
         let mut s = ProxyState::default();
         assert_eq!(s.get_shared_data("vm", "k"), Err(Status::NotFound));
-        assert_eq!(s.set_shared_data("vm", "k", b"a".to_vec(), 7), Err(Status::CasMismatch), "cas on a missing key");
+        s.set_shared_data("vm", "absent", b"x".to_vec(), 7).unwrap();
+        assert_eq!(s.get_shared_data("vm", "absent").unwrap().0, b"x", "a cas on a missing key is not checked");
         s.set_shared_data("vm", "k", b"a".to_vec(), 0).unwrap();
         let (_, cas) = s.get_shared_data("vm", "k").unwrap();
         s.set_shared_data("vm", "k", b"b".to_vec(), cas).unwrap();

@@ -183,7 +183,8 @@ fn deadline_ticks(limits: VmLimits) -> u64 {
 pub fn describe_trap(export: &str, e: &wasmtime::Error) -> String {
     let why = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "wasm trap: interrupted: the callback ran past its time limit".to_string(),
-        Some(t) => format!("wasm trap: {t}"),
+        // wasmtime's Display already reads "wasm trap: ...".
+        Some(t) => t.to_string(),
         None => e.root_cause().to_string(),
     };
     let mut msg = format!("Function: {export} failed: {why}");

@@ -1,0 +1,119 @@
+//! `host-sim diff`: compares the results of two engines on one scenario and
+//! lists every difference that is not documented as host-specific.
+
+use crate::result::{HttpMessage, HttpResponse, RunResult};
+use crate::scenario::HeaderList;
+use std::collections::BTreeMap;
+
+/// What both engines may legitimately disagree on.
+pub struct Ignore<'a> {
+    /// Header names (lower-case) whose presence and value are per-host
+    /// (`date`, `server`, timings, ...).
+    pub headers: &'a [&'a str],
+}
+
+fn filtered(h: &HeaderList, ignore: &Ignore) -> HeaderList {
+    h.iter().filter(|(k, _)| !ignore.headers.contains(&k.to_ascii_lowercase().as_str())).cloned().collect()
+}
+
+fn cmp<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, what: &str, a: &T, b: &T) {
+    if a != b {
+        out.push(format!("{what}: {a:?} != {b:?}"));
+    }
+}
+
+fn cmp_message(out: &mut Vec<String>, what: &str, a: &Option<HttpMessage>, b: &Option<HttpMessage>, ig: &Ignore) {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            cmp(out, &format!("{what}.headers"), &filtered(&a.headers, ig), &filtered(&b.headers, ig));
+            cmp(out, &format!("{what}.body"), &a.body, &b.body);
+            cmp(out, &format!("{what}.trailers"), &filtered(&a.trailers, ig), &filtered(&b.trailers, ig));
+        }
+        (None, None) => {}
+        _ => out.push(format!("{what}: present in only one engine ({} vs {})", a.is_some(), b.is_some())),
+    }
+}
+
+fn cmp_response(out: &mut Vec<String>, what: &str, a: &Option<HttpResponse>, b: &Option<HttpResponse>, ig: &Ignore) {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            cmp(out, &format!("{what}.status"), &a.status, &b.status);
+            cmp(out, &format!("{what}.headers"), &filtered(&a.headers, ig), &filtered(&b.headers, ig));
+            cmp(out, &format!("{what}.body"), &a.body, &b.body);
+            cmp(out, &format!("{what}.trailers"), &filtered(&a.trailers, ig), &filtered(&b.trailers, ig));
+        }
+        (None, None) => {}
+        _ => out.push(format!("{what}: present in only one engine ({} vs {})", a.is_some(), b.is_some())),
+    }
+}
+
+/// Metric values by name; histogram sums are left out (Envoy's are
+/// approximate).
+fn metric_map(r: &RunResult) -> BTreeMap<String, (String, i64)> {
+    r.metrics.iter().map(|m| (m.name.clone(), (format!("{:?}", m.kind), m.value))).collect()
+}
+
+/// Prometheus sample lines without histogram sums.
+fn prometheus_lines(r: &RunResult) -> Vec<String> {
+    let mut lines: Vec<String> = r
+        .prometheus
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.split(['{', ' ']).next().unwrap_or("").ends_with("_sum"))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+pub fn diff(a: &RunResult, b: &RunResult, ignore: &Ignore) -> Vec<String> {
+    let mut out = Vec::new();
+    let configured = |r: &RunResult| r.plugins.iter().map(|p| (p.name.clone(), p.configured)).collect::<Vec<_>>();
+    cmp(&mut out, "plugins.configured", &configured(a), &configured(b));
+    cmp(&mut out, "streams.len", &a.streams.len(), &b.streams.len());
+    for (i, (sa, sb)) in a.streams.iter().zip(&b.streams).enumerate() {
+        let at = format!("streams[{i}]");
+        cmp_message(&mut out, &format!("{at}.upstream_request"), &sa.upstream_request, &sb.upstream_request, ignore);
+        let reply = |s: &crate::result::StreamResult| s.local_reply.as_ref().map(|r| (r.status, r.body.clone(), r.details.clone()));
+        cmp(&mut out, &format!("{at}.local_reply"), &reply(sa), &reply(sb));
+        cmp_response(&mut out, &format!("{at}.downstream_response"), &sa.downstream_response, &sb.downstream_response, ignore);
+        let calls = |s: &crate::result::StreamResult| {
+            s.http_calls.iter().map(|c| (c.cluster.clone(), c.body.clone(), c.response_status)).collect::<Vec<_>>()
+        };
+        cmp(&mut out, &format!("{at}.http_calls"), &calls(sa), &calls(sb));
+        let logs = |s: &crate::result::StreamResult| s.logs.iter().map(|l| (l.level, l.plugin.clone(), l.message.clone())).collect::<Vec<_>>();
+        cmp(&mut out, &format!("{at}.logs"), &logs(sa), &logs(sb));
+        cmp(&mut out, &format!("{at}.reset"), &sa.reset, &sb.reset);
+    }
+    cmp(&mut out, "metrics", &metric_map(a), &metric_map(b));
+    cmp(&mut out, "prometheus", &prometheus_lines(a), &prometheus_lines(b));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::StreamResult;
+
+    fn result(status: u16, date: &str) -> RunResult {
+        RunResult {
+            streams: vec![StreamResult {
+                downstream_response: Some(HttpResponse {
+                    status,
+                    headers: vec![(":status".into(), status.to_string()), ("date".into(), date.into())],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ignores_host_specific_headers_but_not_real_differences() {
+        let ig = Ignore { headers: &["date"] };
+        assert!(diff(&result(200, "a"), &result(200, "b"), &ig).is_empty());
+        let d = diff(&result(200, "a"), &result(503, "a"), &ig);
+        assert!(d.iter().any(|l| l.starts_with("streams[0].downstream_response.status")), "{d:?}");
+    }
+}

@@ -278,12 +278,17 @@ impl ResponseSpec {
 pub struct Expectation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present-but-null means "must be null", so it is kept as `Some(Null)`.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub equals: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_contains: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// Loading problems; the CLI maps these to exit code 2.
@@ -388,6 +393,12 @@ mod tests {
     fn expectations_need_exactly_one_form() {
         let e = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a"}]}"#).unwrap_err();
         assert!(e.0.contains("expect[0]"), "{}", e.0);
+    }
+
+    #[test]
+    fn an_expected_null_is_kept() {
+        let s = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a","equals":null}]}"#).unwrap();
+        assert_eq!(s.expect[0].equals, Some(Value::Null));
     }
 
     #[test]

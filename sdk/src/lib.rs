@@ -1,4 +1,7 @@
-//! meshwasm SDK: the pure, testable pieces plugins share. Grows with the
-//! plugins (CEL, Istio metrics, peer metadata, XFCC in later issues).
+//! meshwasm SDK: the pure, testable pieces plugins share.
+//!
+//! * [`config`]: JSON configuration parsing whose errors name the field.
+//! * [`property`]: decoding Envoy's property encodings.
 
+pub mod config;
 pub mod property;

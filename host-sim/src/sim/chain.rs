@@ -44,6 +44,11 @@ struct Run<'p> {
     reply_started: bool,
     /// The reply goes straight to the codec, past every encoder filter.
     direct_reply: bool,
+    /// The upstream response's headers once every filter let them go
+    /// downstream, and the body bytes that followed them: what the client
+    /// has if the stream is reset afterwards.
+    sent_headers: Option<HeaderMap>,
+    sent_body: Vec<u8>,
 }
 
 impl Proxy {
@@ -66,6 +71,8 @@ impl Proxy {
             let id = self.next_request_id();
             request_headers.add("x-request-id", id.as_bytes());
         }
+        let inbound = self.vms.first().is_some_and(|v| v.store.data().facts.direction == crate::scenario::Direction::Inbound);
+        forward_client_cert(&mut request_headers, &connection, inbound);
         let stream = Rc::new(RefCell::new(HttpStream {
             id: self.next_stream_id,
             request_headers,
@@ -85,6 +92,8 @@ impl Proxy {
             failure: None,
             reply_started: false,
             direct_reply: false,
+            sent_headers: None,
+            sent_body: Vec::new(),
         };
         let mut result = StreamResult { name: spec.name.clone(), ..Default::default() };
 
@@ -103,7 +112,7 @@ impl Proxy {
                 ) {
                     Flow::Next => result.downstream_response = Some(run.downstream_response()),
                     Flow::Reply => run.reply(&mut result),
-                    Flow::Reset => result.reset = true,
+                    Flow::Reset => run.reset_after_headers(&mut result),
                     Flow::Stalled | Flow::Paused => run.note_stall(),
                 }
             }
@@ -140,21 +149,133 @@ fn as_received(request: &crate::scenario::MessageSpec, tls: bool) -> HeaderMap {
     }
     h.add(":scheme", given.get(":scheme").unwrap_or(if tls { b"https" } else { b"http" }));
     h.0.extend(given.0.iter().filter(|(k, _)| !k.starts_with(':')).cloned());
-    add_framing(&mut h, request.chunks().iter().map(Vec::len).sum(), !request.trailers.is_empty());
+    // The client (like the envoy engine's) frames a body with trailers or in
+    // several chunks as chunked, any other body with a content-length. The
+    // HTTP/1 codec takes `transfer-encoding` out of the header map (observed
+    // in Envoy 1.40: plugins never see it; the upstream codec re-frames).
+    let chunks = request.chunks();
+    let explicit = h.get("content-length").is_some() || h.get("transfer-encoding").is_some();
+    if !explicit && request.trailers.is_empty() && chunks.len() == 1 && !chunks[0].is_empty() {
+        h.add("content-length", chunks[0].len().to_string().as_bytes());
+    }
+    h.remove("transfer-encoding");
     h
 }
 
-/// HTTP/1 framing: a body with trailers travels chunked, any other body
-/// with a content-length.
-fn add_framing(h: &mut HeaderMap, body_len: usize, trailers: bool) {
+/// `x-forwarded-client-cert` as the connection manager sets it: on inbound
+/// (Istio's sidecar: APPEND_FORWARD with subject, URI and DNS) an mTLS
+/// client's details are appended (in place to the client's header, else a
+/// new header after x-request-id); without a client certificate, and on
+/// other listeners (SANITIZE, Envoy's default), the header is removed.
+/// Observed in Envoy 1.40.
+fn forward_client_cert(h: &mut HeaderMap, connection: &ConnectionSpec, inbound: bool) {
+    let peer = super::properties::peer_certificate(connection);
+    let Some(peer) = peer.filter(|_| inbound) else {
+        h.remove("x-forwarded-client-cert");
+        return;
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(local) = super::properties::local_certificate(connection) {
+        parts.extend(local.uri_sans.iter().map(|u| format!("By={u}")));
+    }
+    parts.push(format!("Hash={}", super::properties::peer_digest(&peer)));
+    parts.push(format!("Subject=\"{}\"", peer.subject));
+    if peer.uri_sans.is_empty() {
+        parts.push("URI=".into());
+    }
+    parts.extend(peer.uri_sans.iter().map(|u| format!("URI={u}")));
+    parts.extend(peer.dns_sans.iter().map(|d| format!("DNS={d}")));
+    let value = parts.join(";");
+    match h.0.iter_mut().find(|(k, _)| k == "x-forwarded-client-cert") {
+        Some((_, v)) => {
+            v.push(b',');
+            v.extend_from_slice(value.as_bytes());
+        }
+        None => h.add("x-forwarded-client-cert", value.as_bytes()),
+    }
+}
+
+/// An IMF-fixdate (`Thu, 01 Jan 2026 00:00:00 GMT`) for nanoseconds since
+/// the Unix epoch.
+fn http_date(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days.rem_euclid(7)) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Methods Envoy's HTTP/1 codec sends without `content-length: 0` when the
+/// request has no body (`HeaderUtility::requestShouldHaveNoBody`).
+fn bodiless_method(method: Option<&[u8]>) -> bool {
+    matches!(method, Some(b"GET" | b"HEAD" | b"DELETE" | b"TRACE" | b"CONNECT"))
+}
+
+/// The framing header an HTTP/1 codec puts at the end of a message it
+/// encodes from a header map without one: `transfer-encoding: chunked` when
+/// a body or trailers follow the headers, else `content-length: 0` (not for
+/// 1xx/204 responses or bodiless request methods).
+fn wire_framing(h: &mut HeaderMap, more_follows: bool, zero_length_allowed: bool) {
     if h.get("content-length").is_some() || h.get("transfer-encoding").is_some() {
         return;
     }
-    if trailers {
+    if more_follows {
         h.add("transfer-encoding", b"chunked");
-    } else if body_len > 0 {
-        h.add("content-length", body_len.to_string().as_bytes());
+    } else if zero_length_allowed {
+        h.add("content-length", b"0");
     }
+}
+
+/// Whether Envoy treats the request as gRPC (local replies become
+/// trailers-only gRPC responses).
+fn is_grpc_request(h: &HeaderMap) -> bool {
+    h.get("content-type").is_some_and(|v| v == b"application/grpc" || v.starts_with(b"application/grpc+") || v.starts_with(b"application/grpc;"))
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
+pub(crate) fn http_to_grpc_status(code: u16) -> i64 {
+    match code {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// Envoy's `PercentEncoding::encode` for `grpc-message`: bytes outside
+/// printable ASCII and `%` are escaped.
+fn percent_encode(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    for &c in b {
+        if c < b' ' || c > b'~' || c == b'%' {
+            out.extend_from_slice(format!("%{c:02X}").as_bytes());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Run<'_> {
@@ -321,8 +442,6 @@ impl Run<'_> {
             self.stream.borrow_mut().held_request_headers[i] = false;
         }
         if !headers_end {
-            let total: usize = chunks.iter().map(Vec::len).sum();
-            self.stream.borrow_mut().request_body_bytes = total as u64;
             let flow = self.body(true, chunks, trailers.is_empty(), (0..n).collect());
             if !matches!(flow, Flow::Next) {
                 return flow;
@@ -372,6 +491,11 @@ impl Run<'_> {
                     _ => break,
                 }
             };
+            if request && from == 0 {
+                // Bytes received from the client so far (`request.size`
+                // without a content-length).
+                self.stream.borrow_mut().request_body_bytes += chunk.len() as u64;
+            }
             let mut data = chunk;
             let mut passed = true;
             for (pos, &filter) in order.iter().enumerate().skip(from) {
@@ -401,6 +525,10 @@ impl Run<'_> {
             }
             if passed {
                 delivered.extend_from_slice(&data);
+                if !request {
+                    self.sent_body.extend_from_slice(&data);
+                    self.stream.borrow_mut().response_body_bytes = self.sent_body.len() as u64;
+                }
             }
         }
         if request {
@@ -437,12 +565,16 @@ impl Run<'_> {
     fn send_upstream(&mut self, spec: &StreamSpec) -> HttpMessage {
         let mut s = self.stream.borrow_mut();
         s.reached_upstream = true;
-        // The router announces its timeout to the upstream.
+        // The router announces its timeout in the request's own header map
+        // (on_log sees it, and `request.total_size` counts it: observed).
+        s.request_headers.add("x-envoy-expected-rq-timeout-ms", ROUTE_TIMEOUT_MS.as_bytes());
         let mut headers = s.request_headers.clone();
-        headers.add("x-envoy-expected-rq-timeout-ms", ROUTE_TIMEOUT_MS.as_bytes());
         // HTTP/1.1 upstreams have no `:scheme`: it is not on the wire.
         headers.remove(":scheme");
-        let _ = spec;
+        // The upstream codec frames what has no framing header left.
+        let more = !spec.request.chunks().is_empty() || !spec.request.trailers.is_empty();
+        let zero_ok = !bodiless_method(headers.get(":method"));
+        wire_framing(&mut headers, more, zero_ok);
         HttpMessage {
             headers: headers.to_list(),
             body: String::from_utf8_lossy(&s.request_body).into_owned(),
@@ -474,19 +606,25 @@ impl Run<'_> {
                 h.add(k, v.as_bytes());
             }
             if s.reached_upstream {
-                if trailers.is_empty() {
-                    if h.get("content-length").is_none() && h.get("transfer-encoding").is_none() {
+                // The upstream (as the envoy engine's server does) frames a
+                // body with trailers or in several chunks as chunked, any
+                // other with a content-length; Envoy keeps either header in
+                // the response map.
+                if h.get("content-length").is_none() && h.get("transfer-encoding").is_none() {
+                    if !trailers.is_empty() || chunks.len() > 1 {
+                        h.add("transfer-encoding", b"chunked");
+                    } else {
                         h.add("content-length", total.to_string().as_bytes());
                     }
-                } else {
-                    add_framing(&mut h, total, true);
                 }
                 h.add("x-envoy-upstream-service-time", delay_ms.to_string().as_bytes());
                 s.response_code_details = "via_upstream".into();
             }
             s.response_headers = h;
             s.response_code = Some(status);
-            s.response_body_bytes = total as u64;
+            // `response.size` is the bytes sent downstream (counted as the
+            // body passes every filter): a rewrite or a reset changes it.
+            s.response_body_bytes = 0;
         }
         let order: Vec<usize> = (0..through).rev().filter(|f| !self.skip_response[*f]).collect();
         let headers_end = chunks.is_empty() && trailers.is_empty();
@@ -499,6 +637,8 @@ impl Run<'_> {
             }
             self.stream.borrow_mut().held_response_headers[i] = false;
         }
+        self.headers_leave();
+        self.sent_headers = Some(self.stream.borrow().response_headers.clone());
         if !headers_end {
             let flow = self.body(false, chunks, trailers.is_empty(), order.clone());
             if !matches!(flow, Flow::Next) {
@@ -518,11 +658,17 @@ impl Run<'_> {
         Flow::Next
     }
 
+    /// What the client receives: the response map as the downstream HTTP/1
+    /// codec encodes it.
     fn downstream_response(&self) -> HttpResponse {
         let s = self.stream.borrow();
+        let status: u16 = s.response_headers.get_str(":status").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut headers = s.response_headers.clone();
+        let more = !s.response_body.is_empty() || !s.response_trailers.is_empty();
+        wire_framing(&mut headers, more, status >= 200 && status != 204);
         HttpResponse {
-            status: s.response_headers.get_str(":status").and_then(|v| v.parse().ok()).unwrap_or(0),
-            headers: s.response_headers.to_list(),
+            status,
+            headers: headers.to_list(),
             body: String::from_utf8_lossy(&s.response_body).into_owned(),
             trailers: s.response_trailers.to_list(),
         }
@@ -533,26 +679,46 @@ impl Run<'_> {
     fn reply(&mut self, result: &mut StreamResult) {
         let Some(r) = self.stream.borrow().local_reply.clone() else { return };
         self.reply_started = true;
-        // Envoy puts the plugin's headers first, then its own framing.
-        let mut headers: Vec<(String, String)> =
-            r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
-        headers.push(("content-length".into(), r.body.len().to_string()));
-        if !r.body.is_empty() {
-            headers.push(("content-type".into(), "text/plain".into()));
-        }
+        // Envoy puts the plugin's headers first, then its own: for a body,
+        // its length and a default content type; for a gRPC request, a
+        // trailers-only gRPC answer (status 200, grpc-status from the call or
+        // mapped from the HTTP status, the body as grpc-message).
+        let grpc = is_grpc_request(&self.stream.borrow().request_headers);
+        let mut map = HeaderMap(r.headers.clone());
+        let (status, body) = if grpc {
+            map.replace("content-type", b"application/grpc");
+            if map.get("grpc-status").is_none() {
+                let code = r.grpc_status.map(i64::from).unwrap_or_else(|| http_to_grpc_status(r.status));
+                map.add("grpc-status", code.to_string().as_bytes());
+            }
+            if !r.body.is_empty() {
+                map.replace("grpc-message", &percent_encode(&r.body));
+            }
+            map.remove("content-length");
+            (200, Vec::new())
+        } else {
+            if !r.body.is_empty() {
+                map.replace("content-length", r.body.len().to_string().as_bytes());
+                if map.get("content-type").is_none() {
+                    map.add("content-type", b"text/plain");
+                }
+            }
+            (r.status, r.body.clone())
+        };
+        let headers = map.to_list();
         self.stream.borrow_mut().response_code_details = r.details.clone();
         result.local_reply = Some(LocalReply {
             plugin: r.plugin.clone(),
             status: r.status,
             details: r.details.clone(),
-            body: String::from_utf8_lossy(&r.body).into_owned(),
+            body: String::from_utf8_lossy(&body).into_owned(),
             headers: r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect(),
             grpc_status: r.grpc_status,
         });
-        let chunks = if r.body.is_empty() { Vec::new() } else { vec![r.body.clone()] };
+        let chunks = if body.is_empty() { Vec::new() } else { vec![body] };
         // A local reply's body arrives in one piece with end_of_stream.
         let through = if self.direct_reply { 0 } else { r.filter_index + 1 };
-        match self.local_reply_path(r.status, &headers, chunks, through) {
+        match self.local_reply_path(status, &headers, chunks, through) {
             Flow::Next | Flow::Reply => result.downstream_response = Some(self.downstream_response()),
             Flow::Reset => result.reset = true,
             Flow::Stalled | Flow::Paused => self.note_stall(),
@@ -571,6 +737,9 @@ impl Run<'_> {
             s.response_headers = h;
             s.response_code = Some(status);
             s.response_body_bytes = chunks.iter().map(Vec::len).sum::<usize>() as u64;
+            // The reply replaces whatever the upstream had sent so far.
+            s.response_body.clear();
+            s.response_trailers = HeaderMap::default();
         }
         let headers_end = chunks.is_empty();
         for &i in &order {
@@ -582,6 +751,7 @@ impl Run<'_> {
             }
             self.stream.borrow_mut().held_response_headers[i] = false;
         }
+        self.headers_leave();
         if let Some(body) = chunks.into_iter().next() {
             self.stream.borrow_mut().response_body = body;
             for &i in &order {
@@ -593,6 +763,48 @@ impl Run<'_> {
             }
         }
         Flow::Next
+    }
+
+    /// The connection manager's last touches once the response headers have
+    /// passed every filter (`mutateResponseHeaders`): `transfer-encoding`
+    /// is removed (the codec frames the body itself), `date` and
+    /// `server: envoy` are set. `on_log` sees the result (observed in 1.40).
+    fn headers_leave(&mut self) {
+        let now = self.proxy.state.borrow().now_ns();
+        let mut s = self.stream.borrow_mut();
+        let h = &mut s.response_headers;
+        h.remove("transfer-encoding");
+        h.replace("date", http_date(now).as_bytes());
+        h.replace("server", b"envoy");
+    }
+
+    /// The stream was reset on the response path. If the response headers had
+    /// already gone downstream the client has them (and the body bytes sent
+    /// since), as observed in Envoy 1.40; a local reply asked for then was
+    /// accepted (Ok) but only resets the stream.
+    fn reset_after_headers(&mut self, result: &mut StreamResult) {
+        result.reset = true;
+        let Some(mut headers) = self.sent_headers.clone() else { return };
+        let reply = self.stream.borrow().local_reply.clone();
+        if let Some(r) = reply {
+            self.stream.borrow_mut().response_code_details = r.details.clone();
+            result.local_reply = Some(LocalReply {
+                plugin: r.plugin.clone(),
+                status: r.status,
+                details: r.details.clone(),
+                body: String::new(),
+                headers: r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect(),
+                grpc_status: r.grpc_status,
+            });
+        }
+        let status: u16 = headers.get_str(":status").and_then(|v| v.parse().ok()).unwrap_or(0);
+        wire_framing(&mut headers, true, status >= 200 && status != 204);
+        result.downstream_response = Some(HttpResponse {
+            status,
+            headers: headers.to_list(),
+            body: String::from_utf8_lossy(&self.sent_body).into_owned(),
+            trailers: Vec::new(),
+        });
     }
 
     fn note_stall(&mut self) {
@@ -637,5 +849,18 @@ impl Proxy {
         let mut st = self.state.borrow_mut();
         st.logs.clear();
         st.http_calls.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_date;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_767_225_600 * 1_000_000_000), "Thu, 01 Jan 2026 00:00:00 GMT");
+        assert_eq!(http_date(1_803_811_907 * 1_000_000_000), "Sun, 28 Feb 2027 10:51:47 GMT");
+        assert_eq!(http_date(1_764_325_907 * 1_000_000_000 + 999), "Fri, 28 Nov 2025 10:31:47 GMT");
     }
 }

@@ -7,7 +7,6 @@ use super::state::ProxyState;
 use super::wasi::Exit;
 use super::SimFacts;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Runs `_start` and returns the process exit code (101 on a trap, as a
@@ -26,35 +25,16 @@ pub fn run_command(wasm: &std::path::Path, args: Vec<String>) -> anyhow::Result<
         clusters: Vec::new(),
         upstream_cluster: String::new(),
     });
-    let host = VmHost {
-        proxy: Rc::new(RefCell::new(ProxyState::default())),
+    let mut host = VmHost::new(
+        Rc::new(RefCell::new(ProxyState::default())),
         facts,
-        vm_index: 0,
-        vm_id: String::new(),
+        0,
         abi,
-        plugins: Vec::new(),
-        contexts: HashMap::new(),
-        next_context_id: 1,
-        current: 0,
-        effective: 0,
-        starting: false,
-        configuring: None,
-        memory: None,
-        alloc: None,
-        metric_ids: Default::default(),
-        next_callout: 0,
-        callouts: HashMap::new(),
-        callout_response: None,
-        last_status: (0, Vec::new()),
-        foreign_args: Vec::new(),
-        ticks: HashMap::new(),
-        declared_properties: HashMap::new(),
-        limits: Default::default(),
-        env: std::env::vars().filter(|(k, _)| k.starts_with("RUST_")).collect(),
-        args,
-        passthrough_stdio: true,
-        exit_code: None,
-    };
+        Vec::new(),
+        std::env::vars().filter(|(k, _)| k.starts_with("RUST_")).collect(),
+    );
+    host.args = args;
+    host.passthrough_stdio = true;
     let mut store = wasmtime::Store::new(&engine, host);
     // Tests may run long: no epoch deadline in command mode.
     store.set_epoch_deadline(1 << 40);

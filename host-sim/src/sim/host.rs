@@ -85,6 +85,46 @@ pub struct VmHost {
 }
 
 impl VmHost {
+    /// A VM's host state before instantiation: no contexts, no memory yet.
+    pub fn new(
+        proxy: Rc<RefCell<ProxyState>>,
+        facts: Rc<SimFacts>,
+        vm_index: usize,
+        abi: AbiVersion,
+        plugins: Vec<Rc<PluginInfo>>,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        VmHost {
+            proxy,
+            facts,
+            vm_index,
+            vm_id: plugins.first().map(|p| p.vm_id.clone()).unwrap_or_default(),
+            abi,
+            plugins,
+            contexts: HashMap::new(),
+            next_context_id: 1,
+            current: 0,
+            effective: 0,
+            starting: false,
+            configuring: None,
+            memory: None,
+            alloc: None,
+            metric_ids: Default::default(),
+            next_callout: 0,
+            callouts: HashMap::new(),
+            callout_response: None,
+            last_status: (0, Vec::new()),
+            foreign_args: Vec::new(),
+            ticks: HashMap::new(),
+            declared_properties: HashMap::new(),
+            limits: Default::default(),
+            env,
+            args: Vec::new(),
+            passthrough_stdio: false,
+            exit_code: None,
+        }
+    }
+
     fn ctx(&self) -> Option<&Ctx> {
         self.contexts.get(&self.effective)
     }
@@ -205,6 +245,13 @@ fn with_map<R>(h: &VmHost, map: MapType, f: impl FnOnce(&mut super::stream::Head
 
 fn is_read_only_map(map: MapType) -> bool {
     matches!(map, MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers)
+}
+
+/// In `proxy_on_log` Envoy only has read-only copies of the maps: value and
+/// pairs reads work, but changes and `proxy_get_header_map_size` are
+/// BAD_ARGUMENT (observed in Envoy 1.40).
+fn logging(h: &VmHost) -> bool {
+    h.stream().is_some_and(|(s, _)| s.borrow().phase == Some(Phase::Log))
 }
 
 /// Registers every `env` host function for the given ABI version.
@@ -361,7 +408,7 @@ fn add_header_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_set_header_map_pairs", |c: Caller<'_, VmHost>, map: i32, ptr: i32, len: i32| -> Ret {
         let map = check!(MapType::from_i32(map));
         let raw = check!(read_bytes(&c, ptr, len));
-        if is_read_only_map(map) {
+        if is_read_only_map(map) || logging(c.data()) {
             return Ok(Status::BadArgument as i32);
         }
         // Malformed input decodes to no pairs: the map is cleared (Envoy).
@@ -391,7 +438,7 @@ fn add_header_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
                 let map = check!(MapType::from_i32(map));
                 let key = check!(read_string(&c, kptr, klen));
                 let value = check!(read_bytes(&c, vptr, vlen));
-                if is_read_only_map(map) {
+                if is_read_only_map(map) || logging(c.data()) {
                     return Ok(Status::BadArgument as i32);
                 }
                 let edit = |m: &mut super::stream::HeaderMap| if op == 0 { m.add(&key, &value) } else { m.replace(&key, &value) };
@@ -403,7 +450,7 @@ fn add_header_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_remove_header_map_value", |c: Caller<'_, VmHost>, map: i32, kptr: i32, klen: i32| -> Ret {
         let map = check!(MapType::from_i32(map));
         let key = check!(read_string(&c, kptr, klen));
-        if is_read_only_map(map) {
+        if is_read_only_map(map) || logging(c.data()) {
             return Ok(Status::BadArgument as i32);
         }
         check!(with_map(c.data(), map, |m| m.remove(&key)).ok_or(Status::BadArgument));
@@ -412,6 +459,9 @@ fn add_header_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_get_header_map_size", |mut c: Caller<'_, VmHost>, map: i32, ret: i32| -> Ret {
         let map = check!(MapType::from_i32(map));
         // Envoy answers the map's byteSize(), not its entry count.
+        if logging(c.data()) {
+            return Ok(Status::BadArgument as i32);
+        }
         let size = check!(with_map(c.data(), map, |m| m.byte_size()).ok_or(Status::BadArgument));
         check!(write_u32(&mut c, ret, size as u32));
         Ok(0)
@@ -599,13 +649,34 @@ fn add_callout_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
                 Some(r) if timeout_ns == 0 || r.delay_ms * 1_000_000 <= timeout_ns => {
                     let mut headers = vec![(":status".to_string(), r.status.to_string().into_bytes())];
                     headers.extend(r.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())));
-                    let trailers = r.trailers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
-                    let body = r.chunks().concat();
+                    let trailers: Vec<(String, Vec<u8>)> =
+                        r.trailers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
+                    let chunks = r.chunks();
+                    let body = chunks.concat();
+                    // As through the router: the answer keeps its HTTP/1
+                    // framing header (chunked with trailers or several
+                    // chunks, else content-length) and gets
+                    // x-envoy-upstream-service-time (observed in Envoy 1.40).
+                    let framed = headers.iter().any(|(k, _)| k == "content-length" || k == "transfer-encoding");
+                    if !framed {
+                        if !trailers.is_empty() || chunks.len() > 1 {
+                            headers.push(("transfer-encoding".into(), b"chunked".to_vec()));
+                        } else {
+                            headers.push(("content-length".into(), body.len().to_string().into_bytes()));
+                        }
+                    }
+                    headers.push(("x-envoy-upstream-service-time".into(), r.delay_ms.to_string().into_bytes()));
                     (r.delay_ms * 1_000_000, Some(CalloutResponse { headers, body, trailers }), Some(r.status))
                 }
-                // Too slow for the timeout, or nobody answers: the call fails.
-                Some(_) => (timeout_ns, None, None),
-                None => (0, None, None),
+                // Too slow for the timeout, or nobody answers: the async
+                // client's router answers itself, as Envoy 1.40 does (the
+                // plugin sees a 504 or 503 answer, not a failed call).
+                Some(_) => (timeout_ns, Some(router_reply(504, "upstream request timeout")), None),
+                None => (
+                    0,
+                    Some(router_reply(503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")),
+                    None,
+                ),
             };
             proxy.http_calls.push(HttpCallRecord {
                 plugin: h.plugins[ctx.plugin].name.clone(),
@@ -650,6 +721,16 @@ fn add_callout_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
         Ok(0)
     })?;
     Ok(())
+}
+
+/// A reply the router generates for an http call that got no answer.
+fn router_reply(status: u16, body: &str) -> CalloutResponse {
+    let headers = vec![
+        (":status".to_string(), status.to_string().into_bytes()),
+        ("content-length".to_string(), body.len().to_string().into_bytes()),
+        ("content-type".to_string(), b"text/plain".to_vec()),
+    ];
+    CalloutResponse { headers, body: body.as_bytes().to_vec(), trailers: Vec::new() }
 }
 
 fn add_metric_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {

@@ -232,35 +232,7 @@ impl Proxy {
     /// context ids; the VM is pushed to `self.vms`.
     fn start_vm(&mut self, ctx: &VmContext, members: &[usize], label: &str) -> Result<Vec<u32>, String> {
         let plugins: Vec<Rc<PluginInfo>> = members.iter().map(|m| self.plugins[*m].clone()).collect();
-        let host = VmHost {
-            proxy: self.state.clone(),
-            facts: ctx.facts.clone(),
-            vm_index: self.vms.len(),
-            vm_id: plugins[0].vm_id.clone(),
-            abi: ctx.abi,
-            plugins,
-            contexts: HashMap::new(),
-            next_context_id: 1,
-            current: 0,
-            effective: 0,
-            starting: false,
-            configuring: None,
-            memory: None,
-            alloc: None,
-            metric_ids: Default::default(),
-            next_callout: 0,
-            callouts: HashMap::new(),
-            callout_response: None,
-            last_status: (0, Vec::new()),
-            foreign_args: Vec::new(),
-            ticks: HashMap::new(),
-            declared_properties: HashMap::new(),
-            limits: Default::default(),
-            env: ctx.env.clone(),
-            args: Vec::new(),
-            passthrough_stdio: false,
-            exit_code: None,
-        };
+        let host = VmHost::new(self.state.clone(), ctx.facts.clone(), self.vms.len(), ctx.abi, plugins, ctx.env.clone());
         let vm = Vm::instantiate(ctx.engine, ctx.module, ctx.linker, host, ctx.limits)?;
         self.vms.push(vm);
         let vm_index = self.vms.len() - 1;

@@ -7,7 +7,7 @@
 
 use super::stream::{HttpStream, Phase};
 use crate::abi::{HostResult, Status};
-use crate::scenario::{CertificateSpec, Direction, NodeSpec};
+use crate::scenario::{CertificateSpec, ConnectionSpec, Direction, NodeSpec};
 use serde_json::Value as Json;
 
 /// Facts a property lookup can draw on outside any stream.
@@ -40,16 +40,16 @@ pub enum Prop {
 }
 
 impl Prop {
-    pub fn encode(self) -> Vec<u8> {
-        match self {
+    pub fn encode(self) -> HostResult<Vec<u8>> {
+        Ok(match self {
             Prop::Str(s) => s.into_bytes(),
             Prop::Bytes(b) | Prop::Proto(b) => b,
             Prop::Int(i) | Prop::Duration(i) | Prop::Timestamp(i) => i.to_le_bytes().to_vec(),
             Prop::Uint(u) => u.to_le_bytes().to_vec(),
             Prop::Bool(b) => vec![b as u8],
             Prop::Map(m) => crate::pairs::encode(&m),
-            Prop::Json(j) => encode_json(&j),
-        }
+            Prop::Json(j) => encode_json(&j)?,
+        })
     }
 
     /// Indexes a map or a JSON struct by one path segment.
@@ -72,21 +72,33 @@ impl Prop {
     }
 }
 
-/// Struct values: strings raw, numbers as 8-byte doubles, bools one byte,
-/// structs and lists as serialized `google.protobuf.Struct`/`ListValue`.
-fn encode_json(j: &Json) -> Vec<u8> {
-    use prost::Message;
-    match j {
-        Json::Null => Vec::new(),
+/// Struct values as Envoy serializes CEL values: strings raw, numbers as
+/// 8-byte doubles, bools one byte; a struct is a map in the pairs encoding
+/// (keys sorted, values serialized the same way), a list the pairs encoding
+/// of its elements with empty values, and null cannot be serialized
+/// (SERIALIZATION_FAILURE). Observed in Envoy 1.40.
+fn encode_json(j: &Json) -> HostResult<Vec<u8>> {
+    Ok(match j {
+        Json::Null => return Err(Status::SerializationFailure),
         Json::Bool(b) => vec![*b as u8],
         Json::Number(n) => n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec(),
         Json::String(s) => s.as_bytes().to_vec(),
-        Json::Object(o) => super::node::json_object_to_struct(o).encode_to_vec(),
-        Json::Array(_) => match super::node::json_to_value(j).kind {
-            Some(prost_types::value::Kind::ListValue(l)) => l.encode_to_vec(),
-            _ => Vec::new(),
-        },
-    }
+        Json::Object(o) => {
+            let mut pairs = Vec::with_capacity(o.len());
+            for (k, v) in o {
+                pairs.push((k.as_bytes().to_vec(), encode_json(v)?));
+            }
+            pairs.sort();
+            crate::pairs::encode(&pairs)
+        }
+        Json::Array(a) => {
+            let mut pairs = Vec::with_capacity(a.len());
+            for v in a {
+                pairs.push((encode_json(v)?, Vec::new()));
+            }
+            crate::pairs::encode(&pairs)
+        }
+    })
 }
 
 /// Resolves a property path.
@@ -101,7 +113,7 @@ pub fn get_property(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, pa
     for seg in rest {
         value = value.index(seg)?;
     }
-    Ok(value.encode())
+    value.encode()
 }
 
 enum Resolved {
@@ -177,13 +189,23 @@ fn request_property(s: &HttpStream, headers_held: bool, field: &str) -> HostResu
         "time" => return Ok(Prop::Timestamp(s.start_ns as i64)),
         "protocol" => return Ok(Prop::Str("HTTP/1.1".into())),
         "duration" => return s.end_ns.map(|e| Prop::Duration((e - s.start_ns) as i64)).ok_or(Status::NotFound),
-        "size" if s.phase == Some(Phase::Log) => return Ok(Prop::Int(s.request_body_bytes as i64)),
-        "total_size" if s.phase == Some(Phase::Log) => {
-            return Ok(Prop::Int((s.request_body_bytes + h.byte_size()) as i64))
+        _ => {}
+    }
+    let with_headers = headers_held || s.phase == Some(Phase::Log);
+    match field {
+        // Envoy: the content-length when the headers are at hand, else the
+        // body bytes received so far (observed in 1.40: never missing).
+        "size" => {
+            let cl = h.get_str("content-length").and_then(|v| v.parse::<i64>().ok()).filter(|_| with_headers);
+            return Ok(Prop::Int(cl.unwrap_or(s.request_body_bytes as i64)));
+        }
+        "total_size" => {
+            let headers = if with_headers { h.byte_size() } else { 0 };
+            return Ok(Prop::Int((s.request_body_bytes + headers) as i64));
         }
         _ => {}
     }
-    if !(headers_held || s.phase == Some(Phase::Log)) {
+    if !with_headers {
         return Err(Status::NotFound);
     }
     let path = h.get_str(":path");
@@ -219,17 +241,56 @@ fn response_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
     }
 }
 
+/// Envoy's `Grpc::Common::getGrpcStatus`: trailers, then headers, then the
+/// HTTP status mapped to a gRPC code (200 gives 2 UNKNOWN; observed in 1.40).
 fn grpc_status(s: &HttpStream) -> Option<i64> {
     let from = |m: &super::stream::HeaderMap| m.get_str("grpc-status").and_then(|v| v.parse().ok());
-    from(&s.response_trailers).or_else(|| from(&s.response_headers))
+    from(&s.response_trailers)
+        .or_else(|| from(&s.response_headers))
+        .or_else(|| s.response_code.map(super::chain::http_to_grpc_status))
+}
+
+/// The client's certificate on an mTLS connection, with the envoy engine's
+/// default subject (`CN=client`) when the scenario gives none.
+pub(crate) fn peer_certificate(c: &ConnectionSpec) -> Option<CertificateSpec> {
+    if !c.mtls {
+        return None;
+    }
+    let mut cert = c.peer_certificate.clone().unwrap_or_default();
+    if cert.subject.is_empty() {
+        cert.subject = "CN=client".into();
+    }
+    Some(cert)
+}
+
+/// The proxy's certificate on a TLS connection (default subject `CN=envoy`).
+pub(crate) fn local_certificate(c: &ConnectionSpec) -> Option<CertificateSpec> {
+    if !c.is_tls() {
+        return None;
+    }
+    let mut cert = c.local_certificate.clone().unwrap_or_default();
+    if cert.subject.is_empty() {
+        cert.subject = "CN=envoy".into();
+    }
+    Some(cert)
+}
+
+/// The peer certificate's SHA-256 as lower-case hex: the scenario's, else a
+/// stand-in digest of the subject and SANs (Envoy's is of the real
+/// certificate, so its value is host-specific; its shape is the same).
+pub(crate) fn peer_digest(cert: &CertificateSpec) -> String {
+    if let Some(d) = &cert.sha256 {
+        return d.clone();
+    }
+    let text = format!("{}|{}|{}", cert.subject, cert.uri_sans.join(","), cert.dns_sans.join(","));
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn connection_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
     let c = &s.connection;
     let tls = c.is_tls();
-    let cert = |which: &Option<CertificateSpec>| which.clone().filter(|_| tls);
-    let peer = cert(&c.peer_certificate).filter(|_| c.mtls);
-    let local = cert(&c.local_certificate);
+    let peer = peer_certificate(c);
+    let local = local_certificate(c);
     let first = |v: &[String]| v.first().cloned().map(Prop::Str).ok_or(Status::NotFound);
     match field {
         "id" => Ok(Prop::Uint(s.connection_id)),
@@ -242,7 +303,7 @@ fn connection_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
         "uri_san_peer_certificate" => peer.map_or(Err(Status::NotFound), |p| first(&p.uri_sans)),
         "dns_san_local_certificate" => local.map_or(Err(Status::NotFound), |l| first(&l.dns_sans)),
         "dns_san_peer_certificate" => peer.map_or(Err(Status::NotFound), |p| first(&p.dns_sans)),
-        "sha256_peer_certificate_digest" => peer.and_then(|p| p.sha256).map(Prop::Str).ok_or(Status::NotFound),
+        "sha256_peer_certificate_digest" => peer.map(|p| Prop::Str(peer_digest(&p))).ok_or(Status::NotFound),
         _ => Err(Status::NotFound),
     }
 }

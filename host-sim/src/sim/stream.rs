@@ -28,25 +28,23 @@ impl HeaderMap {
         self.get(key).map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
+    /// Appends, as Envoy's header list does; a pseudo-header goes after the
+    /// last pseudo-header instead (they always come first).
     pub fn add(&mut self, key: &str, value: &[u8]) {
-        self.0.push((key.to_ascii_lowercase(), value.to_vec()));
+        let key = key.to_ascii_lowercase();
+        if key.starts_with(':') {
+            let at = self.0.iter().position(|(k, _)| !k.starts_with(':')).unwrap_or(self.0.len());
+            self.0.insert(at, (key, value.to_vec()));
+        } else {
+            self.0.push((key, value.to_vec()));
+        }
     }
 
-    /// Replaces the first occurrence in place and drops the others; appends
-    /// when absent.
+    /// Envoy's `setCopy`: removes every occurrence, then adds the new value
+    /// (so a replaced header moves to the end; observed in Envoy 1.40).
     pub fn replace(&mut self, key: &str, value: &[u8]) {
-        let key = key.to_ascii_lowercase();
-        match self.0.iter().position(|(k, _)| *k == key) {
-            Some(i) => {
-                self.0[i].1 = value.to_vec();
-                let mut n = 0;
-                self.0.retain(|(k, _)| {
-                    n += 1;
-                    n - 1 <= i || *k != key
-                });
-            }
-            None => self.0.push((key, value.to_vec())),
-        }
+        self.remove(key);
+        self.add(key, value);
     }
 
     pub fn remove(&mut self, key: &str) {
@@ -167,7 +165,7 @@ mod tests {
         let mut m = HeaderMap::from_list(&[("X-A".into(), "1".into()), ("b".into(), "2".into()), ("x-a".into(), "3".into())]);
         assert_eq!(m.get("x-a"), Some(&b"1"[..]), "first value, names lower-cased");
         m.replace("X-A", b"9");
-        assert_eq!(m.to_list(), vec![("x-a".into(), "9".into()), ("b".into(), "2".into())]);
+        assert_eq!(m.to_list(), vec![("b".into(), "2".into()), ("x-a".into(), "9".into())], "replace = remove + append");
         m.add("b", b"4");
         m.remove("B");
         assert_eq!(m.to_list(), vec![("x-a".into(), "9".into())]);

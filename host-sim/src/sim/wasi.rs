@@ -138,6 +138,10 @@ pub fn add_to_linker(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             errno!(write_bytes(&mut c, buf, &bytes));
             ERRNO_SUCCESS
         })?;
+        // Envoy 1.40 links `sched_yield` too: a module importing it (Rust's
+        // std through parking_lot, as the `cel` crate's parser does) loads
+        // there. A VM is single-threaded: there is nothing to yield to.
+        linker.func_wrap(module, "sched_yield", |_c: Caller<'_, VmHost>| -> i32 { ERRNO_SUCCESS })?;
         linker.func_wrap(module, "proc_exit", |mut c: Caller<'_, VmHost>, code: i32| -> wasmtime::Result<()> {
             if c.data().passthrough_stdio {
                 c.data_mut().exit_code = Some(code);

@@ -29,7 +29,9 @@
 //! * `call=cluster[:path]` dispatches an http call and pauses; the answer
 //!   resumes the stream with `x-call-status` (and `x-call-token` from the
 //!   answer's `x-token`) added to the headers of the phase; a failed call
-//!   (0 headers) logs `proxy_get_status` and replies 503. `call_reply=...`
+//!   (0 headers) logs `proxy_get_status` and replies 503; the answer's
+//!   headers are logged with `x-envoy-upstream-service-time=<ms>` (a timing,
+//!   masked). `call_reply=...`
 //!   replies locally with the answer's status and body.
 //! * `reply=status[:body]`, `grpc_reply=code[:message]`, `close` (reset the
 //!   request, or the response from a response phase).
@@ -612,7 +614,13 @@ impl Context for Stream {
         let status = self.get_http_call_response_header(":status").unwrap_or_default();
         let body = self.get_http_call_response_body(0, body_size).map(|b| lossy(&b)).unwrap_or_default();
         let trailers = self.get_http_call_response_trailers();
-        let headers = self.get_http_call_response_headers();
+        // The router's x-envoy-upstream-service-time is a timing: its value
+        // is masked so logs repeat across runs and hosts.
+        let headers: Vec<(String, String)> = self
+            .get_http_call_response_headers()
+            .into_iter()
+            .map(|(k, v)| if k == "x-envoy-upstream-service-time" { (k, "<ms>".to_string()) } else { (k, v) })
+            .collect();
         info(format!("call response status={status} body={body} headers={} trailers={}", join(&headers), join(&trailers)));
         if pending.reply {
             self.send_http_response(status.parse().unwrap_or(500), vec![("x-probe-call", "reply")], Some(body.as_bytes()));

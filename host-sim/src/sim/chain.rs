@@ -593,9 +593,9 @@ impl Run<'_> {
         through: usize,
         delay_ms: u64,
     ) -> Flow {
-        if delay_ms > 0 {
-            self.proxy.advance(delay_ms);
-        }
+        // While the request travels upstream Envoy's event loop runs what
+        // was posted meanwhile (queue notifications) and what falls due.
+        self.proxy.advance(delay_ms);
         let trailers = HeaderMap::from_list(trailers);
         let total: usize = chunks.iter().map(Vec::len).sum();
         {

@@ -12,8 +12,8 @@ use std::rc::Rc;
 /// Runs `_start` and returns the process exit code (101 on a trap, as a
 /// panicking native test binary would).
 pub fn run_command(wasm: &std::path::Path, args: Vec<String>) -> anyhow::Result<i32> {
-    let engine = super::vm::new_engine()?;
-    let module = wasmtime::Module::from_file(&engine, wasm)?;
+    let engine = super::vm::shared_engine()?;
+    let module = super::vm::load_module(&engine, wasm)?;
     let abi = super::vm::abi_version(&module).unwrap_or(crate::abi::AbiVersion::V0_2_1);
     let mut linker = super::vm::linker(&engine, abi)?;
     // Test binaries may import WASI calls Envoy lacks; they trap if called.

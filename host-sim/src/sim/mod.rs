@@ -90,7 +90,7 @@ impl Proxy {
     /// not return `Err`: they show in [`Proxy::statuses`] like Envoy's
     /// rejection; `Err` means a file could not be read or compiled.
     pub fn start(scenario: &Scenario, limits: VmLimits) -> anyhow::Result<Proxy> {
-        let engine = vm::new_engine()?;
+        let engine = vm::shared_engine()?;
         let facts = Rc::new(SimFacts {
             node: scenario.node.clone(),
             node_proto: node::encode_node(&scenario.node),
@@ -117,11 +117,7 @@ impl Proxy {
         let mut modules: HashMap<PathBuf, Module> = HashMap::new();
         for p in &scenario.plugins {
             if !modules.contains_key(&p.wasm) {
-                let bytes = std::fs::read(&p.wasm)
-                    .map_err(|e| anyhow::anyhow!("cannot read plugin {}: {e}", p.wasm.display()))?;
-                let module = Module::new(&engine, &bytes)
-                    .map_err(|e| anyhow::anyhow!("Failed to load Wasm code {}: {e:#}", p.wasm.display()))?;
-                modules.insert(p.wasm.clone(), module);
+                modules.insert(p.wasm.clone(), vm::load_module(&engine, &p.wasm)?);
             }
         }
         // Plugins that name the same vm_id and code share one VM per thread.

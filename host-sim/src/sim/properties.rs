@@ -131,7 +131,7 @@ fn resolve_top(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, first: 
         "xds" => match field.ok_or(Status::NotFound)? {
             "node" => node_property(facts, &rest[1..]).map(|(p, n)| Resolved::Value(p, n + 1)),
             "cluster_name" if stream.is_some() => one(Prop::Str(facts.upstream_cluster.into())),
-            "listener_direction" => one(Prop::Int(match facts.direction {
+            "listener_direction" if stream.is_some() => one(Prop::Int(match facts.direction {
                 Direction::Unspecified => 0,
                 Direction::Inbound => 1,
                 Direction::Outbound => 2,

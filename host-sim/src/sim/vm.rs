@@ -4,6 +4,9 @@
 use super::host::VmHost;
 use crate::abi::AbiVersion;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val};
 
 /// Epoch ticks come every `EPOCH_TICK`; a callback may run this many before
@@ -24,21 +27,41 @@ impl Default for VmLimits {
     }
 }
 
-/// The engine all VMs of a process share; a background thread advances its
-/// epoch.
-pub fn new_engine() -> wasmtime::Result<Engine> {
+/// The engine every VM of this process shares, so compiled modules can be
+/// reused across runs; a background thread advances its epoch.
+pub fn shared_engine() -> wasmtime::Result<Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    if let Some(e) = ENGINE.get() {
+        return Ok(e.clone());
+    }
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     let engine = Engine::new(&config)?;
-    let weak = engine.weak();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(EPOCH_TICK);
-        match weak.upgrade() {
-            Some(e) => e.increment_epoch(),
-            None => return,
-        }
+    let engine = ENGINE.get_or_init(|| {
+        let ticking = engine.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            ticking.increment_epoch();
+        });
+        engine
     });
-    Ok(engine)
+    Ok(engine.clone())
+}
+
+/// Compiles a module once per process and file version: compiling a large
+/// plugin takes seconds, and test suites start hundreds of proxies.
+pub fn load_module(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
+    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, u64, Option<SystemTime>), Module>>> = OnceLock::new();
+    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read plugin {}: {e}", path.display()))?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(m) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(m.clone());
+    }
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read plugin {}: {e}", path.display()))?;
+    let module = Module::new(engine, &bytes).map_err(|e| anyhow::anyhow!("Failed to load Wasm code {}: {e:#}", path.display()))?;
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, module.clone());
+    Ok(module)
 }
 
 /// How a call into the plugin ended.

@@ -1,9 +1,13 @@
 //! meshwasm SDK: the pure, testable pieces plugins share.
 //!
 //! * [`attributes`]: typed request attributes behind a trait (host or map).
+//! * [`cel`]: CEL expressions compiled once, evaluated over attributes.
 //! * [`config`]: JSON configuration parsing whose errors name the field.
-//! * [`property`]: decoding Envoy's property encodings.
+//! * [`istio`]: Istio's metric naming, labels, series cache, workload facts.
+//! * [`property`]: decoding Envoy's property encodings; host calls that never panic.
 
 pub mod attributes;
+pub mod cel;
 pub mod config;
+pub mod istio;
 pub mod property;

@@ -1,0 +1,262 @@
+//! The plugin proper: reads the configuration and the node's metadata at
+//! configure time, gathers a request's facts at `on_log` (when Envoy has
+//! every property: duration, sizes, response code and flags) and hands them
+//! to the core. Everything it reads goes through `host`, which never panics.
+
+use crate::config::{MetricKind, PluginConfig, ReporterConfig};
+use crate::core::{ClusterService, Expression, MetricSink, Reporter, RequestFacts, Stats};
+use crate::host;
+use meshwasm_sdk::attributes::{AttrValue, AttributeSource, HostAttributes};
+use meshwasm_sdk::cel;
+use meshwasm_sdk::istio::{
+    decode_peer_metadata_header, decode_struct, is_grpc_content_type, WorkloadInfo, PEER_METADATA_HEADER,
+};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel, MapType, MetricType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(StatsRoot { stats: Rc::new(RefCell::new(State::default())) })
+    });
+}}
+
+/// The SDK's CEL, as the core sees expressions.
+pub struct Cel(cel::Expression);
+
+impl Expression for Cel {
+    fn compile(source: &str) -> Result<Self, String> {
+        cel::Expression::compile(source).map(Cel)
+    }
+    fn evaluate(&self, attrs: &dyn AttributeSource) -> Result<AttrValue, String> {
+        self.0.evaluate(attrs)
+    }
+    fn evaluate_string(&self, attrs: &dyn AttributeSource) -> Result<String, String> {
+        self.0.evaluate_string(attrs)
+    }
+}
+
+/// Per VM: the configured core, and whether its reporter is settled.
+#[derive(Default)]
+struct State {
+    stats: Option<Stats<Cel>>,
+    /// False while the reporter depends on the listener direction, which
+    /// Envoy only gives to stream contexts.
+    reporter_settled: bool,
+    /// Node attributes (`node.*`, `xds.node.*`) expressions asked for: they
+    /// never change, and `xds.node` is large (Envoy lists every extension
+    /// in it), so it is fetched and decoded once per VM, not per request.
+    node_attributes: RefCell<HashMap<Vec<String>, Option<AttrValue>>>,
+}
+
+/// The host's attributes for one request, with node attributes from the
+/// VM's cache.
+struct RequestAttributes<'a> {
+    host: HostAttributes,
+    node: &'a RefCell<HashMap<Vec<String>, Option<AttrValue>>>,
+}
+
+impl AttributeSource for RequestAttributes<'_> {
+    fn attribute(&self, path: &[&str]) -> Option<AttrValue> {
+        let is_node = matches!(path, ["node", ..] | ["xds", "node", ..]);
+        if !is_node {
+            return self.host.attribute(path);
+        }
+        let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        if let Some(v) = self.node.borrow().get(&key) {
+            return v.clone();
+        }
+        let v = self.host.attribute(path);
+        self.node.borrow_mut().insert(key, v.clone());
+        v
+    }
+}
+
+type Shared = Rc<RefCell<State>>;
+
+struct StatsRoot {
+    stats: Shared,
+}
+
+struct HostSink;
+
+impl MetricSink for HostSink {
+    fn define(&mut self, kind: MetricKind, name: &str) -> Option<u32> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        host::define_metric(kind, name)
+    }
+    fn increment(&mut self, id: u32, by: u64) {
+        host::increment_metric(id, by)
+    }
+    fn record(&mut self, id: u32, value: u64) {
+        host::record_metric(id, value)
+    }
+}
+
+/// The local proxy's workload facts from `xds.node.metadata`.
+fn local_workload() -> WorkloadInfo {
+    WorkloadInfo::from_metadata(
+        |k| host::property_string(&["xds", "node", "metadata", k]),
+        |k| host::property_string(&["xds", "node", "metadata", "LABELS", k]),
+    )
+}
+
+impl Context for StatsRoot {}
+
+impl RootContext for StatsRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let config: PluginConfig = match meshwasm_sdk::config::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error(&format!("stats: {e}"));
+                return false;
+            }
+        };
+        let root_id = host::property_string(&["plugin_root_id"]).unwrap_or_default();
+        let fixed = Reporter::fixed(config.reporter, &root_id);
+        let direction = host::property_i64(&["xds", "listener_direction"]);
+        let reporter = Reporter::choose(config.reporter, &root_id, direction);
+        match Stats::<Cel>::new(&config, reporter, local_workload()) {
+            Ok((stats, warnings)) => {
+                for w in warnings {
+                    log::warn(&format!("stats: {w}"));
+                }
+                stats.record_version(&mut HostSink);
+                *self.stats.borrow_mut() = State {
+                    stats: Some(stats),
+                    reporter_settled: fixed.is_some() || direction.is_some(),
+                    node_attributes: RefCell::default(),
+                };
+                true
+            }
+            Err(e) => {
+                log::error(&format!("stats: {e}"));
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(StatsStream { stats: self.stats.clone() }))
+    }
+}
+
+struct StatsStream {
+    stats: Shared,
+}
+
+impl Context for StatsStream {}
+
+/// A peer's metadata: the metadata-exchange header, else the filter state a
+/// metadata-exchange filter left (`downstream_peer` / `upstream_peer`) as a
+/// serialized `google.protobuf.Struct`.
+fn peer(map: MapType, filter_state_name: &str) -> Option<WorkloadInfo> {
+    if let Some(w) = host::header(map, PEER_METADATA_HEADER).and_then(|v| decode_peer_metadata_header(&v)) {
+        return Some(w);
+    }
+    let bytes = host::property(&[filter_state_name])?;
+    decode_struct(&bytes).map(|s| WorkloadInfo::from_struct(&s))
+}
+
+fn cluster_service() -> Option<ClusterService> {
+    // One lookup when the cluster has no Istio metadata (the common case
+    // outside Istio), three more when it does.
+    host::property(&["xds", "cluster_metadata", "filter_metadata", "istio"])?;
+    let field = |f: &str| {
+        host::property_string(&["xds", "cluster_metadata", "filter_metadata", "istio", "services", "0", f])
+            .unwrap_or_default()
+    };
+    let s = ClusterService { host: field("host"), name: field("name"), namespace: field("namespace") };
+    (s != ClusterService::default()).then_some(s)
+}
+
+/// `request_message_count,response_message_count` from Envoy's grpc_stats filter.
+fn grpc_messages() -> Option<(u64, u64)> {
+    let s = host::property_string(&["filter_state", "envoy.filters.http.grpc_stats"])?;
+    let (req, resp) = s.split_once(',')?;
+    Some((req.trim().parse().ok()?, resp.trim().parse().ok()?))
+}
+
+fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
+    let grpc = host::header(MapType::HttpRequestHeaders, "content-type").is_some_and(|v| is_grpc_content_type(&v));
+    let san = |path: &[&str]| host::property_string(path).unwrap_or_default();
+    let (mut downstream_peer, mut upstream_peer) = (None, None);
+    let (mut downstream_peer_san, mut downstream_local_san) = (String::new(), String::new());
+    let (mut upstream_peer_san, mut upstream_local_san) = (String::new(), String::new());
+    if reporter.is_server() {
+        downstream_peer = peer(MapType::HttpRequestHeaders, "downstream_peer");
+        downstream_peer_san = san(&["connection", "uri_san_peer_certificate"]);
+        downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
+    }
+    if reporter != Reporter::Destination {
+        upstream_peer = peer(MapType::HttpResponseHeaders, "upstream_peer");
+        upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
+        upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
+    }
+    RequestFacts {
+        grpc,
+        response_code: host::property_i64(&["response", "code"]),
+        grpc_status: if grpc { host::property_i64(&["response", "grpc_status"]) } else { None },
+        response_flags: host::property_i64(&["response", "flags"]).map_or(0, |f| f as u64),
+        duration_ns: host::property_i64(&["request", "duration"]),
+        request_size: host::property_i64(&["request", "total_size"]),
+        response_size: host::property_i64(&["response", "total_size"]),
+        host: if host_header {
+            host::header(MapType::HttpRequestHeaders, ":authority").map(|v| String::from_utf8_lossy(&v).into_owned())
+        } else {
+            None
+        },
+        downstream_peer,
+        upstream_peer,
+        downstream_peer_san,
+        downstream_local_san,
+        upstream_peer_san,
+        upstream_local_san,
+        route_name: host::property_string(&["xds", "route_name"]).unwrap_or_default(),
+        cluster_name: host::property_string(&["xds", "cluster_name"]).unwrap_or_default(),
+        cluster_service: cluster_service(),
+        grpc_messages: if grpc { grpc_messages() } else { None },
+    }
+}
+
+impl HttpContext for StatsStream {
+    fn on_log(&mut self) {
+        let mut guard = self.stats.borrow_mut();
+        let State { stats, reporter_settled, node_attributes } = &mut *guard;
+        let Some(stats) = stats.as_mut() else { return };
+        if !*reporter_settled {
+            if let Some(direction) = host::property_i64(&["xds", "listener_direction"]) {
+                stats.set_reporter(Reporter::choose(ReporterConfig::Unspecified, "", Some(direction)));
+                *reporter_settled = true;
+            }
+        }
+        let facts = gather(stats.reporter(), stats.host_header_fallback());
+        let attrs = RequestAttributes { host: HostAttributes::new(), node: node_attributes };
+        stats.record_http(&facts, &attrs, &mut HostSink);
+    }
+}
+
+/// Logging that cannot fail.
+mod log {
+    use proxy_wasm::types::LogLevel;
+
+    pub fn error(message: &str) {
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Error, message);
+    }
+
+    pub fn warn(message: &str) {
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Warn, message);
+    }
+}

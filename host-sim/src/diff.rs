@@ -13,7 +13,26 @@ pub struct Ignore<'a> {
 }
 
 fn filtered(h: &HeaderList, ignore: &Ignore) -> HeaderList {
-    h.iter().filter(|(k, _)| !ignore.headers.contains(&k.to_ascii_lowercase().as_str())).cloned().collect()
+    h.iter()
+        .filter(|(k, _)| !ignore.headers.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|(k, v)| (k.clone(), normalize(k, v)))
+        .collect()
+}
+
+/// Values that embed a host-specific part: the client certificate's digest
+/// in `x-forwarded-client-cert` (each engine has its own certificates).
+fn normalize(name: &str, value: &str) -> String {
+    if !name.eq_ignore_ascii_case("x-forwarded-client-cert") {
+        return value.to_string();
+    }
+    value
+        .split(';')
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("hash") => format!("{k}=<digest>"),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn cmp<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, what: &str, a: &T, b: &T) {
@@ -107,6 +126,12 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn certificate_digests_in_xfcc_are_host_specific() {
+        assert_eq!(normalize("x-forwarded-client-cert", "By=a;Hash=01ab;URI=u"), "By=a;Hash=<digest>;URI=u");
+        assert_eq!(normalize("x-other", "Hash=01ab"), "Hash=01ab");
     }
 
     #[test]

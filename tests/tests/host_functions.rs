@@ -1044,6 +1044,7 @@ fn a_bad_configuration_is_rejected_naming_the_field() {
         let r = run(json!({"plugins": [probe(config)], "streams": [stream("")]}));
         let p = &r.plugins[0];
         assert!(!p.configured);
+        assert!(p.vm_started, "on_vm_start succeeded; only the configuration was refused");
         let error = p.error.as_deref().unwrap_or_default();
         assert!(error.starts_with("Unable to create Wasm plugin probe"), "{error}");
         assert!(error.contains("Failed to configure base Wasm plugin"), "{error}");

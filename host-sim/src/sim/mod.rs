@@ -249,6 +249,9 @@ impl Proxy {
                 CallOutcome::Returned(Some(0)) => return Err(format!("Failed to start {label} Wasm")),
                 _ => {}
             }
+            // Reported even if the configuration is then refused.
+            self.statuses[*plugin].vm_started = true;
+            let vm = &mut self.vms[vm_index];
             vm.store.data_mut().configuring = Some(slot);
             let outcome = vm.call("proxy_on_configure", &[root as i32, plugin_config_len]);
             vm.store.data_mut().configuring = None;

@@ -12,14 +12,8 @@ use host_sim::result::{LogLine, RunResult, StreamResult};
 use serde_json::{json, Value};
 use std::path::Path;
 
-fn wasm(name: &str) -> String {
-    let path = format!("{}/../target/wasm32-wasip1/release/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new(&path).exists(),
-        "{path} is missing: run `cargo build --target wasm32-wasip1 --release` first (the tests do not build plugins)"
-    );
-    path
-}
+mod common;
+use common::{plugin_wasm as wasm, run};
 
 const SEED: &str = "request.url_path == '/api/catalog' && request.method == 'GET'";
 
@@ -40,11 +34,6 @@ fn probe() -> Value {
 fn stream(method: &str, path: &str, probe_actions: &str) -> Value {
     json!({"request": {"headers": [[":method", method], [":path", path], [":authority", "catalog.local"],
         ["x-probe", probe_actions]]}})
-}
-
-fn run(scenario: Value) -> RunResult {
-    let s = host_sim::Scenario::from_json(&scenario.to_string()).unwrap_or_else(|e| panic!("bad scenario: {e}"));
-    host_sim::sim::run(&s).expect("scenario runs")
 }
 
 fn messages(logs: &[LogLine]) -> Vec<&str> {

@@ -18,13 +18,11 @@ use std::path::Path;
 /// host-sim's virtual clock starts at 2026-01-01T00:00:00Z.
 const EPOCH_NS: u64 = 1_767_225_600_000_000_000;
 
+mod common;
+use common::run;
+
 fn probe_wasm() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip1/release/probe.wasm");
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: run `cargo build --target wasm32-wasip1 --release` first (the tests do not build plugins)"
-    );
-    path.to_string()
+    common::plugin_wasm("probe")
 }
 
 /// One probe plugin with a configuration.
@@ -48,11 +46,6 @@ fn request(actions: &str) -> Value {
 
 fn stream(actions: &str) -> Value {
     json!({"request": request(actions)})
-}
-
-fn run(scenario: Value) -> RunResult {
-    let s = host_sim::Scenario::from_json(&scenario.to_string()).unwrap_or_else(|e| panic!("bad scenario: {e}"));
-    host_sim::sim::run(&s).expect("scenario runs")
 }
 
 fn messages(logs: &[LogLine]) -> Vec<&str> {

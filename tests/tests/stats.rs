@@ -12,20 +12,12 @@
 
 use host_sim::result::RunResult;
 use serde_json::{json, Value};
-use std::path::Path;
+
+mod common;
+use common::run;
 
 fn stats_wasm() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip1/release/stats.wasm");
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: run `cargo build --target wasm32-wasip1 --release` first (the tests do not build plugins)"
-    );
-    path.to_string()
-}
-
-fn run(scenario: Value) -> RunResult {
-    let s = host_sim::Scenario::from_json(&scenario.to_string()).unwrap_or_else(|e| panic!("bad scenario: {e}"));
-    host_sim::sim::run(&s).expect("scenario runs")
+    common::plugin_wasm("stats")
 }
 
 /// Node metadata of the reviews-v1 pod, as Istio's injector writes it.

@@ -104,7 +104,9 @@ pub fn render(stats: &[Stat], tags: &[StatsTag]) -> String {
         tags.iter().filter_map(|t| Regex::new(&t.regex).ok().map(|r| (t.tag_name.clone(), r))).collect();
     let mut out = String::new();
     for kind in [MetricType::Counter, MetricType::Gauge, MetricType::Histogram] {
-        let mut families: BTreeMap<String, Vec<(Vec<(String, String)>, &Stat)>> = BTreeMap::new();
+        // Prometheus name -> (tags, stat) of each series in the family.
+        type Series<'a> = Vec<(Vec<(String, String)>, &'a Stat)>;
+        let mut families: BTreeMap<String, Series> = BTreeMap::new();
         for s in stats.iter().filter(|s| s.kind == kind) {
             let e = extract(&s.name, &rules);
             families.entry(e.name).or_default().push((e.tags, s));

@@ -269,7 +269,7 @@ pub(crate) fn http_to_grpc_status(code: u16) -> i64 {
 fn percent_encode(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     for &c in b {
-        if c < b' ' || c > b'~' || c == b'%' {
+        if !(b' '..=b'~').contains(&c) || c == b'%' {
             out.extend_from_slice(format!("%{c:02X}").as_bytes());
         } else {
             out.push(c);

@@ -130,7 +130,7 @@ impl VmHost {
     }
 
     pub fn plugin_for_log(&self) -> String {
-        let idx = self.ctx().map(|c| c.plugin).or_else(|| self.configuring).unwrap_or(0);
+        let idx = self.ctx().map(|c| c.plugin).or(self.configuring).unwrap_or(0);
         self.plugins.get(idx).map(|p| p.name.clone()).unwrap_or_default()
     }
 
@@ -256,9 +256,9 @@ fn logging(h: &VmHost) -> bool {
 
 /// Registers every `env` host function for the given ABI version.
 pub fn add_to_linker(linker: &mut Linker<VmHost>, abi: AbiVersion) -> wasmtime::Result<()> {
-    linker.func_wrap("env", "proxy_log", |mut c: Caller<'_, VmHost>, level: i32, ptr: i32, len: i32| -> Ret {
+    linker.func_wrap("env", "proxy_log", |c: Caller<'_, VmHost>, level: i32, ptr: i32, len: i32| -> Ret {
         let level = check!(LogLevel::from_i32(level));
-        let msg = check!(read_string(&mut c, ptr, len));
+        let msg = check!(read_string(&c, ptr, len));
         c.data().log(level, msg);
         Ok(0)
     })?;
@@ -505,7 +505,9 @@ fn add_property_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
         let mut s = stream.borrow_mut();
         check!(s.set_filter_state(key.clone(), value));
         if read_only {
-            s.filter_state.get_mut(&key).map(|e| e.read_only = true);
+            if let Some(e) = s.filter_state.get_mut(&key) {
+                e.read_only = true;
+            }
         }
         Ok(0)
     })?;
@@ -626,7 +628,7 @@ fn add_callout_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             let body = check!(read_bytes(&c, bptr, blen));
             let trailers = pairs::decode(&check!(read_bytes(&c, tptr, tlen))).unwrap_or_default();
             let h = c.data();
-            if !h.facts.clusters.iter().any(|k| *k == cluster) {
+            if !h.facts.clusters.contains(&cluster) {
                 return Ok(Status::BadArgument as i32);
             }
             let has = |name: &[u8]| headers.iter().any(|(k, _)| k == name);

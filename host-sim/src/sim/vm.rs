@@ -51,7 +51,9 @@ pub fn shared_engine() -> wasmtime::Result<Engine> {
 /// Compiles a module once per process and file version: compiling a large
 /// plugin takes seconds, and test suites start hundreds of proxies.
 pub fn load_module(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
-    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, u64, Option<SystemTime>), Module>>> = OnceLock::new();
+    // Keyed by path, size and modification time: a rebuilt plugin is a new entry.
+    type Key = (PathBuf, u64, Option<SystemTime>);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Module>>> = OnceLock::new();
     let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read plugin {}: {e}", path.display()))?;
     let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
     let cache = CACHE.get_or_init(Default::default);

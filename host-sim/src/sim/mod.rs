@@ -12,6 +12,7 @@ mod chain;
 pub mod command;
 pub mod foreign;
 pub mod host;
+mod http1;
 pub mod metrics;
 pub mod node;
 pub mod properties;

@@ -247,7 +247,7 @@ fn grpc_status(s: &HttpStream) -> Option<i64> {
     let from = |m: &super::stream::HeaderMap| m.get_str("grpc-status").and_then(|v| v.parse().ok());
     from(&s.response_trailers)
         .or_else(|| from(&s.response_headers))
-        .or_else(|| s.response_code.map(super::chain::http_to_grpc_status))
+        .or_else(|| s.response_code.map(super::http1::http_to_grpc_status))
 }
 
 /// The client's certificate on an mTLS connection, with the envoy engine's

@@ -224,13 +224,19 @@ pub struct MessageSpec {
     pub trailers: HeaderList,
 }
 
+/// The body as the chunks it is sent in: `body_chunks`, else `body` as one
+/// chunk, else none (an empty body sends no data).
+fn body_chunks(body: &Option<String>, chunks: &Option<Vec<String>>) -> Vec<Vec<u8>> {
+    match (body, chunks) {
+        (_, Some(chunks)) => chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
+        (Some(b), None) if !b.is_empty() => vec![b.as_bytes().to_vec()],
+        _ => Vec::new(),
+    }
+}
+
 impl MessageSpec {
     pub fn chunks(&self) -> Vec<Vec<u8>> {
-        match (&self.body, &self.body_chunks) {
-            (_, Some(chunks)) => chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
-            (Some(b), None) if !b.is_empty() => vec![b.as_bytes().to_vec()],
-            _ => Vec::new(),
-        }
+        body_chunks(&self.body, &self.body_chunks)
     }
 }
 
@@ -264,7 +270,7 @@ impl Default for ResponseSpec {
 
 impl ResponseSpec {
     pub fn chunks(&self) -> Vec<Vec<u8>> {
-        MessageSpec { headers: Vec::new(), body: self.body.clone(), body_chunks: self.body_chunks.clone(), trailers: Vec::new() }.chunks()
+        body_chunks(&self.body, &self.body_chunks)
     }
 }
 

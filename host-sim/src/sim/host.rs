@@ -304,10 +304,11 @@ fn add_buffer_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
         "proxy_get_buffer_bytes",
         |mut c: Caller<'_, VmHost>, kind: i32, start: i32, max: i32, ptr_ptr: i32, size_ptr: i32| -> Ret {
             let kind = check!(BufferType::from_i32(kind));
-            let buf = check!(buffer(c.data(), kind));
             let (start, max) = (start as u32 as usize, max as u32 as usize);
-            let slice = if start > buf.len() { &[][..] } else { &buf[start..buf.len().min(start.saturating_add(max))] };
-            let slice = slice.to_vec();
+            // Copy only the requested range out of the buffer.
+            let slice = check!(with_buffer(c.data(), kind, |buf| {
+                if start > buf.len() { Vec::new() } else { buf[start..buf.len().min(start.saturating_add(max))].to_vec() }
+            }));
             check!(return_bytes(&mut c, &slice, ptr_ptr, size_ptr)?);
             Ok(0)
         },
@@ -317,7 +318,7 @@ fn add_buffer_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
         "proxy_get_buffer_status",
         |mut c: Caller<'_, VmHost>, kind: i32, len_ptr: i32, flags_ptr: i32| -> Ret {
             let kind = check!(BufferType::from_i32(kind));
-            let len = check!(buffer(c.data(), kind)).len();
+            let len = check!(with_buffer(c.data(), kind, |buf| buf.len()));
             check!(write_u32(&mut c, len_ptr, len as u32));
             check!(write_u32(&mut c, flags_ptr, 0));
             Ok(0)
@@ -366,26 +367,29 @@ fn add_buffer_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
 }
 
 /// The readable bytes of a buffer, or the status Envoy answers.
-fn buffer(h: &VmHost, kind: BufferType) -> Result<Vec<u8>, Status> {
+/// Runs `f` on the readable bytes of a buffer (without copying them), or
+/// returns the status Envoy answers.
+fn with_buffer<R>(h: &VmHost, kind: BufferType, f: impl FnOnce(&[u8]) -> R) -> Result<R, Status> {
     match kind {
         BufferType::VmConfiguration => {
-            Ok(h.ctx().and_then(|c| h.plugins.get(c.plugin)).or(h.plugins.first()).map(|p| p.vm_configuration.clone()).unwrap_or_default())
+            let plugin = h.ctx().and_then(|c| h.plugins.get(c.plugin)).or(h.plugins.first());
+            Ok(f(plugin.map(|p| p.vm_configuration.as_slice()).unwrap_or_default()))
         }
         BufferType::PluginConfiguration => match h.configuring {
-            Some(i) => Ok(h.plugins[i].configuration.clone()),
+            Some(i) => Ok(f(&h.plugins[i].configuration)),
             None => Err(Status::NotFound),
         },
-        BufferType::HttpCallResponseBody => h.callout_response.as_ref().map(|r| r.body.clone()).ok_or(Status::NotFound),
-        BufferType::CallData => Ok(h.foreign_args.clone()),
+        BufferType::HttpCallResponseBody => h.callout_response.as_ref().map(|r| f(&r.body)).ok_or(Status::NotFound),
+        BufferType::CallData => Ok(f(&h.foreign_args)),
         BufferType::HttpRequestBody | BufferType::HttpResponseBody => {
             // Envoy always has a body buffer object; outside body callbacks
             // it is empty.
-            let Some((stream, _)) = h.stream() else { return Ok(Vec::new()) };
+            let Some((stream, _)) = h.stream() else { return Ok(f(&[])) };
             let s = stream.borrow();
             Ok(match (kind, s.phase) {
-                (BufferType::HttpRequestBody, Some(Phase::RequestBody)) => s.request_body.clone(),
-                (BufferType::HttpResponseBody, Some(Phase::ResponseBody)) => s.response_body.clone(),
-                _ => Vec::new(),
+                (BufferType::HttpRequestBody, Some(Phase::RequestBody)) => f(&s.request_body),
+                (BufferType::HttpResponseBody, Some(Phase::ResponseBody)) => f(&s.response_body),
+                _ => f(&[]),
             })
         }
         BufferType::DownstreamData | BufferType::UpstreamData | BufferType::GrpcReceiveBuffer => Err(Status::NotFound),

@@ -12,6 +12,9 @@ pub struct RunResult {
     pub scenario: String,
     pub plugins: Vec<PluginStatus>,
     pub streams: Vec<StreamResult>,
+    /// The scenario's TCP connections, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<ConnectionResult>,
     /// Logs outside any stream: start-up, configure, ticks, queues.
     pub logs: Vec<LogLine>,
     /// Every metric the plugins defined, by its full (Wasm) name.
@@ -53,6 +56,20 @@ pub struct StreamResult {
     /// The client's stream was reset instead of answered (e.g. by
     /// `proxy_close_stream` or a failed plugin).
     pub reset: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ConnectionResult {
+    pub name: String,
+    /// Whether the proxy connected to the upstream.
+    pub upstream_connected: bool,
+    /// Every byte the upstream received (lossy UTF-8).
+    pub upstream_received: String,
+    /// Every byte the client received (lossy UTF-8).
+    pub downstream_received: String,
+    pub logs: Vec<LogLine>,
+    /// A plugin that trapped while handling this connection.
+    pub plugin_failure: Option<PluginFailure>,
 }
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
@@ -145,7 +162,11 @@ impl RunResult {
                 } else if let Some(line) = &e.prometheus {
                     (self.prometheus.lines().any(|l| l == line), None)
                 } else if let Some(text) = &e.log_contains {
-                    let all = self.logs.iter().chain(self.streams.iter().flat_map(|s| s.logs.iter()));
+                    let all = self
+                        .logs
+                        .iter()
+                        .chain(self.streams.iter().flat_map(|s| s.logs.iter()))
+                        .chain(self.connections.iter().flat_map(|c| c.logs.iter()));
                     (all.into_iter().any(|l| l.message.contains(text.as_str())), None)
                 } else {
                     (false, None)

@@ -16,7 +16,8 @@ pub type HeaderList = Vec<(String, String)>;
 pub struct Scenario {
     #[serde(default)]
     pub name: String,
-    /// The HTTP filter chain, in order (e.g. attributegen before stats).
+    /// The filter chains, in order (e.g. attributegen before stats): HTTP
+    /// plugins filter `streams`, network plugins filter `connections`.
     pub plugins: Vec<PluginSpec>,
     #[serde(default)]
     pub node: NodeSpec,
@@ -39,7 +40,13 @@ pub struct Scenario {
     /// Prometheus output. Defaults to Istio's standard list.
     #[serde(default)]
     pub stats_tags: Option<Vec<StatsTag>>,
+    /// HTTP streams, replayed one after another.
+    #[serde(default)]
     pub streams: Vec<StreamSpec>,
+    /// TCP connections through the network filter chain, replayed one after
+    /// another after the streams.
+    #[serde(default)]
+    pub connections: Vec<TcpConnectionSpec>,
     /// Virtual time to let pass after the last stream (ticks fire).
     #[serde(default)]
     pub advance_ms_after: u64,
@@ -60,6 +67,16 @@ pub enum Direction {
     Unspecified,
 }
 
+/// Which filter chain a plugin joins: Envoy's HTTP filter
+/// (`envoy.filters.http.wasm`) or network filter (`envoy.filters.network.wasm`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginType {
+    #[default]
+    Http,
+    Network,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
@@ -68,6 +85,9 @@ pub struct PluginSpec {
     pub name: Option<String>,
     /// Path to the .wasm, relative to the scenario file.
     pub wasm: PathBuf,
+    /// `http` (default) or `network`.
+    #[serde(default, rename = "type")]
+    pub plugin_type: PluginType,
     #[serde(default)]
     pub root_id: String,
     /// Plugins with the same vm_id (and code) share a VM, as in Envoy.
@@ -207,6 +227,105 @@ pub struct StreamSpec {
     /// Virtual time to let pass before the stream starts (ticks fire).
     #[serde(default)]
     pub advance_ms_before: u64,
+}
+
+/// A TCP connection through the network filter chain to a TCP upstream
+/// (Envoy's `tcp_proxy`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConnectionSpec {
+    #[serde(default)]
+    pub name: String,
+    /// What happens on the connection, in order. Whatever is still open at
+    /// the end is closed: the client half-closes, then the upstream does.
+    #[serde(default)]
+    pub events: Vec<TcpEvent>,
+    /// The upstream refuses the connection: the proxy closes the client's
+    /// connection and no data flows.
+    #[serde(default)]
+    pub upstream_unreachable: bool,
+    /// Worker that handles the connection; default round-robin.
+    #[serde(default)]
+    pub worker: Option<u32>,
+    /// Overrides the scenario's connection (TLS, certificates).
+    #[serde(default)]
+    pub connection: Option<ConnectionSpec>,
+    /// Virtual time to let pass before the connection opens (ticks fire).
+    #[serde(default)]
+    pub advance_ms_before: u64,
+}
+
+/// One step of a TCP connection; exactly one field is set.
+/// `{"downstream": "bytes"}`: the client sends; `{"upstream": "bytes"}`: the
+/// upstream sends; `{"close": "downstream"|"upstream"}`: that side
+/// half-closes (FIN); `{"reset": "downstream"}`: the client resets the
+/// connection; `{"advance_ms": n}`: virtual time passes with the connection
+/// open (ticks fire).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpEvent {
+    #[serde(default)]
+    pub downstream: Option<String>,
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub close: Option<Side>,
+    #[serde(default)]
+    pub reset: Option<Side>,
+    #[serde(default)]
+    pub advance_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Downstream,
+    Upstream,
+}
+
+/// A [`TcpEvent`] once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpStep {
+    DownstreamData(Vec<u8>),
+    UpstreamData(Vec<u8>),
+    Close(Side),
+    ResetDownstream,
+    Advance(u64),
+}
+
+impl TcpEvent {
+    /// The one step this event stands for, or None when it sets no field or
+    /// several, or resets the upstream (not supported).
+    pub fn step(&self) -> Option<TcpStep> {
+        let set = self.downstream.is_some() as u8
+            + self.upstream.is_some() as u8
+            + self.close.is_some() as u8
+            + self.reset.is_some() as u8
+            + self.advance_ms.is_some() as u8;
+        if set != 1 {
+            return None;
+        }
+        Some(if let Some(d) = &self.downstream {
+            TcpStep::DownstreamData(d.as_bytes().to_vec())
+        } else if let Some(u) = &self.upstream {
+            TcpStep::UpstreamData(u.as_bytes().to_vec())
+        } else if let Some(side) = self.close {
+            TcpStep::Close(side)
+        } else if let Some(ms) = self.advance_ms {
+            TcpStep::Advance(ms)
+        } else if self.reset == Some(Side::Downstream) {
+            TcpStep::ResetDownstream
+        } else {
+            return None;
+        })
+    }
+}
+
+impl TcpConnectionSpec {
+    /// The validated steps (see [`Scenario::load`], which checks them).
+    pub fn steps(&self) -> Vec<TcpStep> {
+        self.events.iter().filter_map(TcpEvent::step).collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -356,6 +475,48 @@ impl Scenario {
                 }
             }
         }
+        for (i, c) in self.connections.iter().enumerate() {
+            if let Some(w) = c.worker {
+                if w >= self.workers {
+                    return err(format!("invalid scenario at `connections[{i}].worker`: {w} but only {} workers", self.workers));
+                }
+            }
+            let (mut down_closed, mut up_closed) = (false, false);
+            for (j, e) in c.events.iter().enumerate() {
+                let at = format!("connections[{i}].events[{j}]");
+                let Some(step) = e.step() else {
+                    return err(format!(
+                        "invalid scenario at `{at}`: set exactly one of downstream, upstream, close, reset (downstream only), advance_ms"
+                    ));
+                };
+                match step {
+                    TcpStep::DownstreamData(_) if down_closed => {
+                        return err(format!("invalid scenario at `{at}`: the client already closed its side"))
+                    }
+                    TcpStep::UpstreamData(_) if up_closed => {
+                        return err(format!("invalid scenario at `{at}`: the upstream already closed its side"))
+                    }
+                    TcpStep::Close(Side::Downstream) if down_closed => {
+                        return err(format!("invalid scenario at `{at}`: the client already closed its side"))
+                    }
+                    TcpStep::Close(Side::Upstream) if up_closed => {
+                        return err(format!("invalid scenario at `{at}`: the upstream already closed its side"))
+                    }
+                    TcpStep::Close(Side::Downstream) => down_closed = true,
+                    TcpStep::Close(Side::Upstream) => up_closed = true,
+                    TcpStep::ResetDownstream if j + 1 != c.events.len() => {
+                        return err(format!("invalid scenario at `{at}`: a reset must be the last event"))
+                    }
+                    _ => {}
+                }
+                if down_closed && up_closed && j + 1 != c.events.len() {
+                    return err(format!("invalid scenario at `{at}`: the connection is closed after this event; nothing may follow"));
+                }
+            }
+            if c.upstream_unreachable && !c.events.is_empty() {
+                return err(format!("invalid scenario at `connections[{i}].events`: an unreachable upstream takes no events"));
+            }
+        }
         for (i, e) in self.expect.iter().enumerate() {
             let forms = e.pointer.is_some() as u8 + e.prometheus.is_some() as u8 + e.log_contains.is_some() as u8;
             if forms != 1 || (e.pointer.is_some() != e.equals.is_some()) {
@@ -405,6 +566,28 @@ mod tests {
     fn an_expected_null_is_kept() {
         let s = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a","equals":null}]}"#).unwrap();
         assert_eq!(s.expect[0].equals, Some(Value::Null));
+    }
+
+    #[test]
+    fn tcp_events_are_validated() {
+        let ok = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a","type":"network"}],"connections":[{"events":[
+                {"downstream":"hi"},{"upstream":"yo"},{"advance_ms":5},{"close":"downstream"},{"close":"upstream"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.plugins[0].plugin_type, PluginType::Network);
+        assert_eq!(ok.connections[0].steps()[0], TcpStep::DownstreamData(b"hi".to_vec()));
+        assert_eq!(ok.connections[0].steps()[3], TcpStep::Close(Side::Downstream));
+        for (bad, at) in [
+            (r#"[{"downstream":"a","upstream":"b"}]"#, "events[0]"),
+            (r#"[{"reset":"upstream"}]"#, "events[0]"),
+            (r#"[{"close":"downstream"},{"downstream":"late"}]"#, "events[1]"),
+            (r#"[{"reset":"downstream"},{"advance_ms":1}]"#, "events[0]"),
+        ] {
+            let text = format!(r#"{{"plugins":[{{"wasm":"a"}}],"connections":[{{"events":{bad}}}]}}"#);
+            let e = Scenario::from_json(&text).unwrap_err();
+            assert!(e.0.contains(&format!("connections[0].{at}")), "{bad}: {}", e.0);
+        }
     }
 
     #[test]

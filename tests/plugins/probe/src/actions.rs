@@ -3,7 +3,9 @@
 //! An action runs in its natural phase (`req_*` in on_request_headers,
 //! `resp_*` in on_response_headers, `req_body*` in on_request_body, ...)
 //! unless `@phase` names another one: `reqh`, `reqb`, `reqt`, `resph`,
-//! `respb`, `respt`, `log` or `done`.
+//! `respb`, `respt`, `log` or `done`; in a network filter also `conn`,
+//! `down`, `up`, `dclose` and `uclose` (`down_*` actions default to `down`,
+//! `up_*` to `up`, everything else to `conn`).
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -15,6 +17,13 @@ pub enum Phase {
     RespTrailers,
     Log,
     Done,
+    /// Network filters: on_new_connection, on_downstream_data,
+    /// on_upstream_data and the two connection-close callbacks.
+    NewConnection,
+    DownstreamData,
+    UpstreamData,
+    DownstreamClose,
+    UpstreamClose,
 }
 
 impl Phase {
@@ -28,6 +37,11 @@ impl Phase {
             "respt" => Phase::RespTrailers,
             "log" => Phase::Log,
             "done" => Phase::Done,
+            "conn" => Phase::NewConnection,
+            "down" => Phase::DownstreamData,
+            "up" => Phase::UpstreamData,
+            "dclose" => Phase::DownstreamClose,
+            "uclose" => Phase::UpstreamClose,
             _ => return None,
         })
     }
@@ -61,6 +75,10 @@ pub fn default_phase(name: &str) -> Phase {
         Phase::ReqTrailers
     } else if name.starts_with("respt_") {
         Phase::RespTrailers
+    } else if name.starts_with("down_") {
+        Phase::DownstreamData
+    } else if name.starts_with("up_") {
+        Phase::UpstreamData
     } else if name.starts_with("resp_") || name == "echo" {
         Phase::RespHeaders
     } else {

@@ -22,6 +22,18 @@ pub struct Config {
     pub root_statuses: bool,
     /// Timeout of `call` / `call_reply` http calls.
     pub call_timeout_ms: u64,
+    /// Which stream contexts the root creates.
+    pub context: ContextKind,
+}
+
+/// `context`: `http` (default), `network`, or `auto` (decided per context
+/// from whether `request.protocol` is readable, i.e. whether Envoy created
+/// the context for an HTTP stream or for a TCP connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextKind {
+    Http,
+    Network,
+    Auto,
 }
 
 impl Default for Config {
@@ -35,6 +47,7 @@ impl Default for Config {
             root_props: Vec::new(),
             root_statuses: false,
             call_timeout_ms: 5000,
+            context: ContextKind::Http,
         }
     }
 }
@@ -83,6 +96,14 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
             "root_props" => c.root_props = strings(k, v)?,
             "root_statuses" => c.root_statuses = boolean(k, v)?,
             "call_timeout_ms" => c.call_timeout_ms = uint(k, v)?,
+            "context" => {
+                c.context = match string(k, v)?.as_str() {
+                    "http" => ContextKind::Http,
+                    "network" => ContextKind::Network,
+                    "auto" => ContextKind::Auto,
+                    _ => return Err(bad(k, "one of http, network, auto")),
+                }
+            }
             other => return Err(format!("invalid configuration: unknown field `{other}`")),
         }
     }

@@ -45,12 +45,13 @@
 
 pub mod actions;
 pub mod config;
+pub mod network;
 pub mod raw;
 
 use actions::{Act, Phase};
-use config::Config;
+use config::{Config, ContextKind};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, BufferType, Bytes, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType, Status};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -62,15 +63,15 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
-fn log(level: LogLevel, msg: &str) {
+pub(crate) fn log(level: LogLevel, msg: &str) {
     hostcalls::log(level, msg).unwrap();
 }
 
-fn info(msg: impl AsRef<str>) {
+pub(crate) fn info(msg: impl AsRef<str>) {
     log(LogLevel::Info, msg.as_ref());
 }
 
-fn lossy(b: &[u8]) -> String {
+pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -249,7 +250,25 @@ impl RootContext for Root {
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        Some(match self.cfg.context {
+            ContextKind::Http => ContextType::HttpContext,
+            ContextKind::Network => ContextType::StreamContext,
+            ContextKind::Auto => {
+                // Called while Envoy creates the context: an HTTP stream has
+                // its protocol in stream info already, a TCP connection none.
+                let protocol = hostcalls::get_property(vec!["request", "protocol"]);
+                let kind = if matches!(protocol, Ok(Some(_))) { ContextType::HttpContext } else { ContextType::StreamContext };
+                info(format!("context_type {kind:?} request.protocol={protocol:?}"));
+                kind
+            }
+        })
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        if self.cfg.lifecycle {
+            info("lifecycle create");
+        }
+        Some(Box::new(network::Connection::new(self.cfg.clone())))
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -328,102 +347,11 @@ impl Stream {
             }
         }
         match name {
-            "prop" => {
-                let (path, value) = read_property(&a.arg);
-                info(format!("prop {path}={value}"));
-            }
             "echo" => {
                 let (path, value) = read_property(&a.arg);
                 let header: String =
                     path.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
                 self.add_http_response_header(&format!("x-echo-{header}"), &value);
-            }
-            "setprop" => {
-                let (k, v) = a.kv();
-                self.set_property(vec![k], Some(v.as_bytes()));
-                info(format!("setprop {k}={v}"));
-            }
-            "shared_get" => match self.get_shared_data(&a.arg) {
-                (Some(v), cas) => info(format!("shared_get {}={} cas={}", a.arg, lossy(&v), cas.unwrap_or(0))),
-                (None, _) => info(format!("shared_get {}=<missing>", a.arg)),
-            },
-            "shared_set" => {
-                let (k, v) = a.kv();
-                let r = self.set_shared_data(k, Some(v.as_bytes()), None);
-                info(format!("shared_set {k}={v} {}", res(&r)));
-            }
-            "shared_cas" => {
-                let (k, v) = a.kv();
-                let (_, cas) = self.get_shared_data(k);
-                let r = self.set_shared_data(k, Some(v.as_bytes()), cas);
-                info(format!("shared_cas {k}={v} cas={} {}", cas.unwrap_or(0), res(&r)));
-            }
-            "shared_stale" => {
-                let (k, v) = a.kv();
-                let (_, cas) = self.get_shared_data(k);
-                let first = self.set_shared_data(k, Some(v.as_bytes()), cas);
-                let second = self.set_shared_data(k, Some(v.as_bytes()), cas);
-                info(format!("shared_stale {k} cas={} first={} second={}", cas.unwrap_or(0), res(&first), res(&second)));
-            }
-            "shared_incr" => {
-                let key = a.arg.as_str();
-                for _ in 0..8 {
-                    let (v, cas) = self.get_shared_data(key);
-                    let n: u64 = v.map(|b| lossy(&b).parse().unwrap_or(0)).unwrap_or(0) + 1;
-                    match self.set_shared_data(key, Some(n.to_string().as_bytes()), cas) {
-                        Ok(()) => {
-                            info(format!("shared_incr {key}={n}"));
-                            break;
-                        }
-                        Err(s) => info(format!("shared_incr {key} retry {s:?}")),
-                    }
-                }
-            }
-            "enqueue" => {
-                let queue = QUEUE_NAME.with(|q| q.borrow().clone());
-                match self.resolve_shared_queue("", &queue) {
-                    Some(id) => {
-                        let r = self.enqueue_shared_queue(id, Some(a.arg.as_bytes()));
-                        info(format!("enqueue {} queue={id} {}", a.arg, res(&r)));
-                    }
-                    None => info(format!("enqueue {}: queue {queue} not found", a.arg)),
-                }
-            }
-            "count" => {
-                let (n, by) = a.kv();
-                let by: i64 = by.parse().unwrap_or(1);
-                let id = metric(MetricType::Counter, n);
-                let r = hostcalls::increment_metric(id, by);
-                let value = hostcalls::get_metric(id);
-                info(format!("count {n} +{by} {} value={}", res(&r), value.unwrap_or(0)));
-            }
-            "gauge" => {
-                let (n, v) = a.kv();
-                let id = metric(MetricType::Gauge, n);
-                let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
-                info(format!("gauge {n}={v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0)));
-            }
-            "gauge_add" => {
-                let (n, v) = a.kv();
-                let id = metric(MetricType::Gauge, n);
-                let r = hostcalls::increment_metric(id, v.parse().unwrap_or(0));
-                info(format!("gauge_add {n} {v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0) as i64));
-            }
-            "hist" => {
-                let (n, v) = a.kv();
-                let id = metric(MetricType::Histogram, n);
-                let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
-                info(format!("hist {n} {v} {}", res(&r)));
-            }
-            "define" => {
-                let (k, n) = a.kv();
-                match metric_kind(k) {
-                    Some(kind) => {
-                        let id = hostcalls::define_metric(kind, n).unwrap();
-                        info(format!("define {k} {n} id={id}"));
-                    }
-                    None => info(format!("define: unknown metric type {k}")),
-                }
             }
             "call" | "call_reply" => return self.call(a, phase, name == "call_reply"),
             "reply" => {
@@ -455,67 +383,11 @@ impl Stream {
                 info("close");
                 return Action::Pause;
             }
-            "log_all" => {
-                for (level, n) in [
-                    (LogLevel::Trace, "trace"),
-                    (LogLevel::Debug, "debug"),
-                    (LogLevel::Info, "info"),
-                    (LogLevel::Warn, "warn"),
-                    (LogLevel::Error, "error"),
-                    (LogLevel::Critical, "critical"),
-                ] {
-                    log(level, &format!("log {n} {}", a.arg));
+            _ => {
+                if !run_generic(a) {
+                    log(LogLevel::Warn, &format!("unknown action {name}"));
                 }
             }
-            "log_level" => {
-                let level = hostcalls::get_log_level().unwrap();
-                log(LogLevel::Critical, &format!("log_level={}", level as u32));
-            }
-            "time" => {
-                let ns = self.get_current_time().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-                info(format!("time={ns}"));
-            }
-            "tick" => {
-                hostcalls::set_tick_period(Duration::from_millis(a.arg.parse().unwrap_or(0))).unwrap();
-                info(format!("tick period {}", a.arg));
-            }
-            "vm_seq" => {
-                let n = VM_SEQ.with(|s| {
-                    s.set(s.get() + 1);
-                    s.get()
-                });
-                info(format!("vm_seq={n}"));
-            }
-            "stdout" => println!("{}", a.arg),
-            "stderr" => eprintln!("{}", a.arg),
-            "env" => {
-                let v = std::env::var(&a.arg).unwrap_or_else(|_| "<unset>".into());
-                info(format!("env {}={v}", a.arg));
-            }
-            "wasi_time" => {
-                let ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-                info(format!("wasi_time={ns}"));
-            }
-            "statuses" => {
-                for p in raw::STREAM_PROBES {
-                    raw::report(p, raw::probe(p, "").unwrap());
-                }
-                if !a.arg.is_empty() {
-                    for p in raw::CLUSTER_PROBES {
-                        raw::report(p, raw::probe(p, &a.arg).unwrap());
-                    }
-                }
-            }
-            "status" => {
-                let (p, cluster) = a.kv();
-                match raw::probe(p, cluster) {
-                    Some(s) => raw::report(p, s),
-                    None => info(format!("status {p}=<unknown probe>")),
-                }
-            }
-            "panic" => panic!("probe panic: {}", a.arg),
-            "trap" => trap(),
-            other => log(LogLevel::Warn, &format!("unknown action {other}")),
         }
         Action::Continue
     }
@@ -585,6 +457,166 @@ impl Stream {
             }
         }
     }
+}
+
+/// Runs an action that works in any stream context (HTTP or network);
+/// returns false when `a` is not one of them.
+pub(crate) fn run_generic(a: &Act) -> bool {
+    match a.name.as_str() {
+            "prop" => {
+                let (path, value) = read_property(&a.arg);
+                info(format!("prop {path}={value}"));
+            }
+            "setprop" => {
+                let (k, v) = a.kv();
+                hostcalls::set_property(vec![k], Some(v.as_bytes())).unwrap();
+                info(format!("setprop {k}={v}"));
+            }
+            "shared_get" => match hostcalls::get_shared_data(&a.arg).unwrap() {
+                (Some(v), cas) => info(format!("shared_get {}={} cas={}", a.arg, lossy(&v), cas.unwrap_or(0))),
+                (None, _) => info(format!("shared_get {}=<missing>", a.arg)),
+            },
+            "shared_set" => {
+                let (k, v) = a.kv();
+                let r = hostcalls::set_shared_data(k, Some(v.as_bytes()), None);
+                info(format!("shared_set {k}={v} {}", res(&r)));
+            }
+            "shared_cas" => {
+                let (k, v) = a.kv();
+                let (_, cas) = hostcalls::get_shared_data(k).unwrap();
+                let r = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
+                info(format!("shared_cas {k}={v} cas={} {}", cas.unwrap_or(0), res(&r)));
+            }
+            "shared_stale" => {
+                let (k, v) = a.kv();
+                let (_, cas) = hostcalls::get_shared_data(k).unwrap();
+                let first = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
+                let second = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
+                info(format!("shared_stale {k} cas={} first={} second={}", cas.unwrap_or(0), res(&first), res(&second)));
+            }
+            "shared_incr" => {
+                let key = a.arg.as_str();
+                for _ in 0..8 {
+                    let (v, cas) = hostcalls::get_shared_data(key).unwrap();
+                    let n: u64 = v.map(|b| lossy(&b).parse().unwrap_or(0)).unwrap_or(0) + 1;
+                    match hostcalls::set_shared_data(key, Some(n.to_string().as_bytes()), cas) {
+                        Ok(()) => {
+                            info(format!("shared_incr {key}={n}"));
+                            break;
+                        }
+                        Err(s) => info(format!("shared_incr {key} retry {s:?}")),
+                    }
+                }
+            }
+            "enqueue" => {
+                let queue = QUEUE_NAME.with(|q| q.borrow().clone());
+                match hostcalls::resolve_shared_queue("", &queue).unwrap() {
+                    Some(id) => {
+                        let r = hostcalls::enqueue_shared_queue(id, Some(a.arg.as_bytes()));
+                        info(format!("enqueue {} queue={id} {}", a.arg, res(&r)));
+                    }
+                    None => info(format!("enqueue {}: queue {queue} not found", a.arg)),
+                }
+            }
+            "count" => {
+                let (n, by) = a.kv();
+                let by: i64 = by.parse().unwrap_or(1);
+                let id = metric(MetricType::Counter, n);
+                let r = hostcalls::increment_metric(id, by);
+                let value = hostcalls::get_metric(id);
+                info(format!("count {n} +{by} {} value={}", res(&r), value.unwrap_or(0)));
+            }
+            "gauge" => {
+                let (n, v) = a.kv();
+                let id = metric(MetricType::Gauge, n);
+                let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
+                info(format!("gauge {n}={v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0)));
+            }
+            "gauge_add" => {
+                let (n, v) = a.kv();
+                let id = metric(MetricType::Gauge, n);
+                let r = hostcalls::increment_metric(id, v.parse().unwrap_or(0));
+                info(format!("gauge_add {n} {v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0) as i64));
+            }
+            "hist" => {
+                let (n, v) = a.kv();
+                let id = metric(MetricType::Histogram, n);
+                let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
+                info(format!("hist {n} {v} {}", res(&r)));
+            }
+            "define" => {
+                let (k, n) = a.kv();
+                match metric_kind(k) {
+                    Some(kind) => {
+                        let id = hostcalls::define_metric(kind, n).unwrap();
+                        info(format!("define {k} {n} id={id}"));
+                    }
+                    None => info(format!("define: unknown metric type {k}")),
+                }
+            }
+            "log_all" => {
+                for (level, n) in [
+                    (LogLevel::Trace, "trace"),
+                    (LogLevel::Debug, "debug"),
+                    (LogLevel::Info, "info"),
+                    (LogLevel::Warn, "warn"),
+                    (LogLevel::Error, "error"),
+                    (LogLevel::Critical, "critical"),
+                ] {
+                    log(level, &format!("log {n} {}", a.arg));
+                }
+            }
+            "log_level" => {
+                let level = hostcalls::get_log_level().unwrap();
+                log(LogLevel::Critical, &format!("log_level={}", level as u32));
+            }
+            "time" => {
+                let ns = hostcalls::get_current_time().unwrap().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+                info(format!("time={ns}"));
+            }
+            "tick" => {
+                hostcalls::set_tick_period(Duration::from_millis(a.arg.parse().unwrap_or(0))).unwrap();
+                info(format!("tick period {}", a.arg));
+            }
+            "vm_seq" => {
+                let n = VM_SEQ.with(|s| {
+                    s.set(s.get() + 1);
+                    s.get()
+                });
+                info(format!("vm_seq={n}"));
+            }
+            "stdout" => println!("{}", a.arg),
+            "stderr" => eprintln!("{}", a.arg),
+            "env" => {
+                let v = std::env::var(&a.arg).unwrap_or_else(|_| "<unset>".into());
+                info(format!("env {}={v}", a.arg));
+            }
+            "wasi_time" => {
+                let ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+                info(format!("wasi_time={ns}"));
+            }
+            "statuses" => {
+                for p in raw::STREAM_PROBES {
+                    raw::report(p, raw::probe(p, "").unwrap());
+                }
+                if !a.arg.is_empty() {
+                    for p in raw::CLUSTER_PROBES {
+                        raw::report(p, raw::probe(p, &a.arg).unwrap());
+                    }
+                }
+            }
+            "status" => {
+                let (p, cluster) = a.kv();
+                match raw::probe(p, cluster) {
+                    Some(s) => raw::report(p, s),
+                    None => info(format!("status {p}=<unknown probe>")),
+                }
+            }
+            "panic" => panic!("probe panic: {}", a.arg),
+            "trap" => trap(),
+        _ => return false,
+    }
+    true
 }
 
 #[cfg(target_arch = "wasm32")]

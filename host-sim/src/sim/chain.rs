@@ -36,6 +36,8 @@ enum Flow {
 
 struct Run<'p> {
     proxy: &'p mut Proxy,
+    /// The HTTP filter chain: plugin index of each filter position.
+    chain: Vec<usize>,
     stream: Rc<RefCell<HttpStream>>,
     worker: usize,
     /// Context id of each filter, once created.
@@ -57,7 +59,8 @@ struct Run<'p> {
 impl Proxy {
     pub(crate) fn run_stream(&mut self, spec: &StreamSpec, default_conn: &ConnectionSpec) -> StreamResult {
         let worker = self.pick_worker(spec.worker);
-        let n = self.plugins.len();
+        let chain = self.chain_of(crate::scenario::PluginType::Http);
+        let n = chain.len();
         self.next_stream_id += 1;
         let (logs_before, calls_before) = {
             let mut st = self.state.borrow_mut();
@@ -88,6 +91,7 @@ impl Proxy {
         }));
         let mut run = Run {
             proxy: self,
+            chain,
             stream,
             worker,
             contexts: vec![None; n],
@@ -141,7 +145,11 @@ impl Proxy {
 
 impl Run<'_> {
     fn placement(&self, filter: usize) -> super::Placement {
-        self.proxy.threads[self.worker][filter]
+        self.proxy.threads[self.worker][self.chain[filter]]
+    }
+
+    fn plugin(&self, filter: usize) -> &super::PluginInfo {
+        &self.proxy.plugins[self.chain[filter]]
     }
 
     /// Creates the filter's stream context on first use (Envoy does it in
@@ -176,7 +184,7 @@ impl Run<'_> {
         if let CallOutcome::Trapped(msg) = &outcome {
             // Envoy logs a trap as its own error, not as a plugin log line:
             // it is reported in `plugin_failure`.
-            let plugin = self.proxy.plugins[filter].name.clone();
+            let plugin = self.plugin(filter).name.clone();
             if self.failure.is_none() {
                 self.failure = Some(PluginFailure { plugin, message: msg.clone() });
             }
@@ -244,14 +252,14 @@ impl Run<'_> {
     /// answers 503 `wasm_fail_stream`, and the failed plugin's response hooks
     /// are skipped.
     fn failed_filter(&mut self, filter: usize) -> Flow {
-        if self.proxy.plugins[filter].fail_open {
+        if self.plugin(filter).fail_open {
             return Flow::Next;
         }
         self.skip_response[filter] = true;
         let mut s = self.stream.borrow_mut();
         if s.local_reply.is_none() {
             s.local_reply = Some(super::stream::LocalReplyRequest {
-                plugin: self.proxy.plugins[filter].name.clone(),
+                plugin: self.plugin(filter).name.clone(),
                 filter_index: filter,
                 status: 503,
                 details: "wasm_fail_stream".into(),
@@ -289,7 +297,7 @@ impl Run<'_> {
     }
 
     fn request_path(&mut self, spec: &StreamSpec) -> Flow {
-        let n = self.proxy.plugins.len();
+        let n = self.chain.len();
         let chunks = spec.request.chunks();
         let trailers = HeaderMap::from_list(&spec.request.trailers);
         let headers_end = chunks.is_empty() && trailers.is_empty();
@@ -680,7 +688,7 @@ impl Run<'_> {
     /// contexts of filters the request never reached), then on_done and
     /// on_delete.
     fn finish(&mut self) {
-        let n = self.proxy.plugins.len();
+        let n = self.chain.len();
         {
             let mut s = self.stream.borrow_mut();
             s.end_ns = Some(self.proxy.state.borrow().now_ns());

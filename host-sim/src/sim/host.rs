@@ -221,6 +221,10 @@ fn with_map<R>(h: &VmHost, map: MapType, f: impl FnOnce(&mut super::stream::Head
         _ => {
             let (stream, filter) = h.stream()?;
             let mut s = stream.borrow_mut();
+            if s.network {
+                // A network filter has no HTTP header maps.
+                return None;
+            }
             let phase = s.phase?;
             let log = phase == Phase::Log;
             let available = match map {
@@ -345,6 +349,8 @@ fn add_buffer_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             let buf = match (kind, phase) {
                 (BufferType::HttpRequestBody, Some(Phase::RequestBody)) => &mut s.request_body,
                 (BufferType::HttpResponseBody, Some(Phase::ResponseBody)) => &mut s.response_body,
+                (BufferType::DownstreamData, Some(Phase::DownstreamData)) => &mut s.downstream_data,
+                (BufferType::UpstreamData, Some(Phase::UpstreamData)) => &mut s.upstream_data,
                 (BufferType::HttpRequestBody | BufferType::HttpResponseBody, _) => return Ok(Status::BadArgument as i32),
                 (BufferType::DownstreamData | BufferType::UpstreamData, _) => return Ok(Status::NotFound as i32),
                 _ => return Ok(Status::BadArgument as i32),
@@ -392,7 +398,18 @@ fn with_buffer<R>(h: &VmHost, kind: BufferType, f: impl FnOnce(&[u8]) -> R) -> R
                 _ => f(&[]),
             })
         }
-        BufferType::DownstreamData | BufferType::UpstreamData | BufferType::GrpcReceiveBuffer => Err(Status::NotFound),
+        BufferType::DownstreamData | BufferType::UpstreamData => {
+            // Envoy points these at the connection's buffer only during the
+            // matching network callback.
+            let (stream, _) = h.stream().ok_or(Status::NotFound)?;
+            let s = stream.borrow();
+            match (kind, s.phase) {
+                (BufferType::DownstreamData, Some(Phase::DownstreamData)) => Ok(f(&s.downstream_data)),
+                (BufferType::UpstreamData, Some(Phase::UpstreamData)) => Ok(f(&s.upstream_data)),
+                _ => Err(Status::NotFound),
+            }
+        }
+        BufferType::GrpcReceiveBuffer => Err(Status::NotFound),
     }
 }
 
@@ -563,7 +580,8 @@ fn add_stream_functions(linker: &mut Linker<VmHost>, abi: AbiVersion) -> wasmtim
                 match kind {
                     StreamType::Request => s.continue_request = true,
                     StreamType::Response => s.continue_response = true,
-                    _ => {}
+                    StreamType::Downstream => s.continue_reading = true,
+                    StreamType::Upstream => {}
                 }
             }
             Ok(0)

@@ -18,12 +18,13 @@ pub mod node;
 pub mod properties;
 pub mod state;
 pub mod stream;
+mod tcp;
 pub mod vm;
 pub mod wasi;
 
 use crate::abi::{AbiVersion, LogLevel};
 use crate::result::{LogLine, PluginStatus, RunResult};
-use crate::scenario::{config_bytes, Direction, NodeSpec, Scenario, StatsTag};
+use crate::scenario::{config_bytes, Direction, NodeSpec, PluginType, Scenario, StatsTag};
 use host::{Ctx, VmHost};
 use state::{EventKind, ProxyState};
 use std::cell::RefCell;
@@ -46,6 +47,7 @@ pub struct PluginInfo {
     pub vm_configuration: Vec<u8>,
     pub log_level: LogLevel,
     pub fail_open: bool,
+    pub plugin_type: PluginType,
 }
 
 /// Facts about the proxy that do not change while it runs.
@@ -112,6 +114,7 @@ impl Proxy {
                     vm_configuration: config_bytes(&p.vm_configuration),
                     log_level: p.log_level,
                     fail_open: p.fail_open,
+                    plugin_type: p.plugin_type,
                 })
             })
             .collect();
@@ -382,8 +385,8 @@ impl Proxy {
         crate::prometheus::render(self.state.borrow().metrics.all(), &self.stats_tags)
     }
 
-    /// Runs every stream of the scenario (if the plugins are ready) and
-    /// collects the result.
+    /// Runs every stream, then every TCP connection, of the scenario (if the
+    /// plugins are ready) and collects the result.
     pub fn run_streams(&mut self, scenario: &Scenario) -> RunResult {
         let mut result = RunResult { engine: "host-sim".into(), ..Default::default() };
         let root_logs_before = self.state.borrow().logs.len();
@@ -396,6 +399,12 @@ impl Proxy {
                 root_logs.extend_from_slice(&self.state.borrow().logs[before..]);
                 result.streams.push(self.run_stream(spec, &scenario.connection));
             }
+            for spec in &scenario.connections {
+                let before = self.state.borrow().logs.len();
+                self.advance(spec.advance_ms_before);
+                root_logs.extend_from_slice(&self.state.borrow().logs[before..]);
+                result.connections.push(self.run_connection(spec, &scenario.connection));
+            }
             let before = self.state.borrow().logs.len();
             self.advance(scenario.advance_ms_after);
             root_logs.extend_from_slice(&self.state.borrow().logs[before..]);
@@ -405,6 +414,11 @@ impl Proxy {
         result.metrics = self.state.borrow().metrics.values();
         result.prometheus = self.prometheus();
         result
+    }
+
+    /// The plugins of one filter chain (HTTP or network), in order.
+    pub(crate) fn chain_of(&self, kind: PluginType) -> Vec<usize> {
+        (0..self.plugins.len()).filter(|i| self.plugins[*i].plugin_type == kind).collect()
     }
 
     fn pick_worker(&mut self, requested: Option<u32>) -> usize {

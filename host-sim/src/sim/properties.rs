@@ -140,6 +140,11 @@ fn resolve_top(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, first: 
         },
         "request" => {
             let (s, filter) = stream.ok_or(Status::NotFound)?;
+            if s.network {
+                // A TCP connection has no request (observed in Envoy 1.40:
+                // even `request.protocol` is NOT_FOUND).
+                return Err(Status::NotFound);
+            }
             request_property(s, s.holds_request_headers(filter), field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
         }
         "response" => {
@@ -226,6 +231,11 @@ fn request_property(s: &HttpStream, headers_held: bool, field: &str) -> HostResu
 
 fn response_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
     let done = s.phase == Some(Phase::Log);
+    if s.network {
+        // Of the response facts only the flags exist for a TCP connection
+        // (e.g. UF when the upstream refused it).
+        return if field == "flags" { Ok(Prop::Uint(s.response_flags)) } else { Err(Status::NotFound) };
+    }
     match field {
         "code" => s.response_code.map(|c| Prop::Int(c as i64)).ok_or(Status::NotFound),
         "code_details" => Ok(Prop::Str(s.response_code_details.clone())),

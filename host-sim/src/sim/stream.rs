@@ -80,6 +80,12 @@ pub enum Phase {
     /// A callout's answer (`proxy_on_http_call_response`) or another
     /// asynchronous callback.
     Async,
+    /// Network filters: `proxy_on_downstream_data` (DownstreamData readable).
+    DownstreamData,
+    /// Network filters: `proxy_on_upstream_data` (UpstreamData readable).
+    UpstreamData,
+    /// Network filters: `proxy_on_new_connection` and the close callbacks.
+    ConnectionEvent,
 }
 
 /// A reply a plugin asked for with `proxy_send_local_response`.
@@ -102,9 +108,21 @@ pub struct FilterStateEntry {
     pub read_only: bool,
 }
 
+/// What a filter context sees of its stream: an HTTP stream, or (with
+/// `network` set) a TCP connection through network filters, which has no
+/// header maps and no request/response properties.
 #[derive(Debug, Default)]
 pub struct HttpStream {
     pub id: u64,
+    /// A TCP connection seen by network filters, not an HTTP stream.
+    pub network: bool,
+    /// Network filters: the data the current `on_downstream_data` /
+    /// `on_upstream_data` call is about (what Envoy's read or write buffer
+    /// holds); filters may change it.
+    pub downstream_data: Vec<u8>,
+    pub upstream_data: Vec<u8>,
+    /// Network filters: `proxy_continue_stream(Downstream)` was called.
+    pub continue_reading: bool,
     pub request_headers: HeaderMap,
     /// The body buffer the current filter sees (accumulated while it buffers).
     pub request_body: Vec<u8>,

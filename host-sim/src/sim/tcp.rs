@@ -1,0 +1,347 @@
+//! One TCP connection through the network filter chain in front of
+//! `tcp_proxy`, with Envoy's ordering (network/filter_manager_impl.cc and the
+//! Wasm network filter; sequences checked in Envoy 1.40 by
+//! tests/conformance/tcp.json):
+//!
+//! - Reads run the read filters in chain order from the first one, each
+//!   time: a filter not yet initialized gets `on_new_connection` first, then
+//!   `on_downstream_data` with everything read and not yet passed on. A
+//!   filter that returns StopIteration ends the pass and the data stays
+//!   buffered, so the next read offers it again, with the new bytes, from the
+//!   first filter. `tcp_proxy` comes last: it connects upstream when it is
+//!   initialized and forwards (drains) what reaches it.
+//! - Writes (upstream → client) run the filters in reverse chain order with
+//!   `on_upstream_data`; the upstream's end of stream also raises
+//!   `on_upstream_connection_close(Unknown)` in each filter.
+//! - When the connection closes, each filter in chain order gets
+//!   `on_downstream_connection_close` (Remote when the client ended it,
+//!   Local when the proxy did) and then, at once, `on_done`, `on_log`,
+//!   `on_delete`.
+
+use super::stream::{HttpStream, Phase};
+use super::vm::CallOutcome;
+use super::{set_active, Proxy};
+use crate::abi::is_continue;
+use crate::result::{ConnectionResult, PluginFailure};
+use crate::scenario::{ConnectionSpec, PluginType, Side, TcpConnectionSpec, TcpStep};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Envoy's response flag UF (upstream connection failure).
+const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+
+/// proxy-wasm PeerType / CloseType values.
+const PEER_UNKNOWN: i32 = 0;
+const PEER_LOCAL: i32 = 1;
+const PEER_REMOTE: i32 = 2;
+
+struct TcpRun<'p> {
+    proxy: &'p mut Proxy,
+    /// The network filter chain: plugin index of each filter position.
+    chain: Vec<usize>,
+    conn: Rc<RefCell<HttpStream>>,
+    worker: usize,
+    contexts: Vec<Option<u32>>,
+    /// Filters that got `on_new_connection` (Envoy's `initialized_`).
+    initialized: Vec<bool>,
+    /// `tcp_proxy` has been initialized (it connects upstream then).
+    proxy_initialized: bool,
+    upstream_unreachable: bool,
+    /// Client bytes read and not yet forwarded upstream.
+    read_buffer: Vec<u8>,
+    /// The client has half-closed (FIN read).
+    read_end: bool,
+    /// Upstream bytes not yet written to the client.
+    write_buffer: Vec<u8>,
+    write_end: bool,
+    /// The FIN has been passed on upstream / downstream.
+    upstream_got_fin: bool,
+    client_got_fin: bool,
+    closed: bool,
+    failure: Option<PluginFailure>,
+    result: ConnectionResult,
+    upstream_received: Vec<u8>,
+    downstream_received: Vec<u8>,
+}
+
+impl Proxy {
+    pub(crate) fn run_connection(&mut self, spec: &TcpConnectionSpec, default_conn: &ConnectionSpec) -> ConnectionResult {
+        let worker = self.pick_worker(spec.worker);
+        let chain = self.chain_of(PluginType::Network);
+        let n = chain.len();
+        self.next_stream_id += 1;
+        let logs_before = self.state.borrow().logs.len();
+        let conn = Rc::new(RefCell::new(HttpStream {
+            id: self.next_stream_id,
+            network: true,
+            connection: spec.connection.clone().unwrap_or_else(|| default_conn.clone()),
+            connection_id: self.next_stream_id,
+            start_ns: self.state.borrow().now_ns(),
+            held_request_headers: vec![false; n],
+            held_response_headers: vec![false; n],
+            ..Default::default()
+        }));
+        let mut run = TcpRun {
+            proxy: self,
+            chain,
+            conn,
+            worker,
+            contexts: vec![None; n],
+            initialized: vec![false; n],
+            proxy_initialized: false,
+            upstream_unreachable: spec.upstream_unreachable,
+            read_buffer: Vec::new(),
+            read_end: false,
+            write_buffer: Vec::new(),
+            write_end: false,
+            upstream_got_fin: false,
+            client_got_fin: false,
+            closed: false,
+            failure: None,
+            result: ConnectionResult { name: spec.name.clone(), ..Default::default() },
+            upstream_received: Vec::new(),
+            downstream_received: Vec::new(),
+        };
+        // Envoy initializes the read filters as soon as it accepts.
+        run.read_pass(0);
+        for step in spec.steps() {
+            if run.closed {
+                break;
+            }
+            run.step(step);
+        }
+        // Whatever is still open closes: the client first, then the upstream.
+        if !run.closed && !run.read_end {
+            run.step(TcpStep::Close(Side::Downstream));
+        }
+        if !run.closed && !run.write_end {
+            run.step(TcpStep::Close(Side::Upstream));
+        }
+        let mut result = std::mem::take(&mut run.result);
+        result.upstream_received = String::from_utf8_lossy(&run.upstream_received).into_owned();
+        result.downstream_received = String::from_utf8_lossy(&run.downstream_received).into_owned();
+        result.plugin_failure = run.failure.take();
+        result.logs = run.proxy.state.borrow().logs[logs_before..].to_vec();
+        result
+    }
+}
+
+impl TcpRun<'_> {
+    fn placement(&self, filter: usize) -> super::Placement {
+        self.proxy.threads[self.worker][self.chain[filter]]
+    }
+
+    fn step(&mut self, step: TcpStep) {
+        match step {
+            TcpStep::DownstreamData(bytes) => {
+                self.read_buffer.extend_from_slice(&bytes);
+                self.read_pass(0);
+            }
+            TcpStep::UpstreamData(bytes) => {
+                self.write_buffer.extend_from_slice(&bytes);
+                self.write_pass();
+            }
+            TcpStep::Close(Side::Downstream) => {
+                self.read_end = true;
+                self.read_pass(0);
+                // The client's FIN after the proxy's own: the socket is done.
+                if !self.closed && self.client_got_fin {
+                    self.close(PEER_REMOTE);
+                }
+            }
+            TcpStep::Close(Side::Upstream) => {
+                self.write_end = true;
+                self.write_pass();
+            }
+            TcpStep::ResetDownstream => self.close(PEER_REMOTE),
+            TcpStep::Advance(ms) => self.proxy.advance(ms),
+        }
+    }
+
+    /// Creates the filter's context on first use (Envoy does it in
+    /// onNewConnection).
+    fn context(&mut self, filter: usize) -> Option<u32> {
+        if let Some(id) = self.contexts[filter] {
+            return Some(id);
+        }
+        let place = self.placement(filter);
+        if self.proxy.vms[place.vm].failed.is_some() {
+            return None;
+        }
+        let slot = self.proxy.vms[place.vm].store.data().contexts[&place.root_context].plugin;
+        let id = self.proxy.new_context(place.vm, slot, Some((self.conn.clone(), filter, place.root_context)));
+        self.contexts[filter] = Some(id);
+        match self.call(filter, "proxy_on_context_create", &[id as i32, place.root_context as i32]) {
+            Some(CallOutcome::Trapped(_)) | None => None,
+            _ => Some(id),
+        }
+    }
+
+    /// Calls a hook on the filter's VM; None when the VM has failed.
+    fn call(&mut self, filter: usize, export: &'static str, args: &[i32]) -> Option<CallOutcome> {
+        let place = self.placement(filter);
+        let vm = &mut self.proxy.vms[place.vm];
+        if vm.failed.is_some() {
+            return None;
+        }
+        set_active(vm, args[0] as u32);
+        let outcome = vm.call(export, args);
+        if let CallOutcome::Trapped(msg) = &outcome {
+            if self.failure.is_none() {
+                let plugin = self.proxy.plugins[self.chain[filter]].name.clone();
+                self.failure = Some(PluginFailure { plugin, message: msg.clone() });
+            }
+        }
+        Some(outcome)
+    }
+
+    /// Runs a filter callback in `phase`; true when the filter lets the data
+    /// (or the connection) go on. A failed VM closes the connection unless
+    /// the plugin fails open.
+    fn hook(&mut self, filter: usize, phase: Phase, export: &'static str, args: &[i32]) -> bool {
+        let Some(ctx) = self.context(filter) else { return self.failed(filter) };
+        self.conn.borrow_mut().phase = Some(phase);
+        let mut full = vec![ctx as i32];
+        full.extend_from_slice(args);
+        let action = match self.call(filter, export, &full) {
+            None | Some(CallOutcome::Trapped(_)) => return self.failed(filter),
+            Some(CallOutcome::Returned(r)) => r.unwrap_or(0) as i32,
+            Some(CallOutcome::Missing) => 0,
+        };
+        if std::mem::take(&mut self.conn.borrow_mut().close_requested) {
+            self.close(PEER_LOCAL);
+            return false;
+        }
+        is_continue(action)
+    }
+
+    fn failed(&mut self, filter: usize) -> bool {
+        if self.proxy.plugins[self.chain[filter]].fail_open {
+            return true;
+        }
+        self.close(PEER_LOCAL);
+        false
+    }
+
+    /// One pass of the read filters from `from` (Envoy's onContinueReading),
+    /// ending in `tcp_proxy`.
+    fn read_pass(&mut self, from: usize) {
+        for filter in from..self.chain.len() {
+            if self.closed {
+                return;
+            }
+            if !self.initialized[filter] {
+                self.initialized[filter] = true;
+                if !self.hook(filter, Phase::ConnectionEvent, "proxy_on_new_connection", &[]) {
+                    return self.resume_if_asked(filter);
+                }
+            }
+            if self.read_buffer.is_empty() && !self.read_end {
+                continue;
+            }
+            let data = std::mem::take(&mut self.read_buffer);
+            let (len, end) = (data.len() as i32, self.read_end);
+            self.conn.borrow_mut().downstream_data = data;
+            let go_on = self.hook(filter, Phase::DownstreamData, "proxy_on_downstream_data", &[len, end as i32]);
+            self.read_buffer = std::mem::take(&mut self.conn.borrow_mut().downstream_data);
+            if !go_on {
+                return self.resume_if_asked(filter);
+            }
+        }
+        if !self.closed {
+            self.tcp_proxy_read();
+        }
+    }
+
+    /// `proxy_continue_stream(Downstream)` during the pass: go on after the
+    /// filter that called it (Envoy's continueReading).
+    fn resume_if_asked(&mut self, filter: usize) {
+        if !self.closed && std::mem::take(&mut self.conn.borrow_mut().continue_reading) {
+            self.read_pass(filter + 1);
+        }
+    }
+
+    /// `tcp_proxy` as the last read filter: connect when first reached,
+    /// then forward the data and the client's FIN.
+    fn tcp_proxy_read(&mut self) {
+        if !self.proxy_initialized {
+            self.proxy_initialized = true;
+            // The host is picked (upstream.address is known) even when the
+            // connect then fails.
+            self.conn.borrow_mut().reached_upstream = true;
+            if self.upstream_unreachable {
+                self.conn.borrow_mut().response_flags |= UPSTREAM_CONNECTION_FAILURE;
+                self.close(PEER_LOCAL);
+                return;
+            }
+            self.result.upstream_connected = true;
+        }
+        self.upstream_received.append(&mut self.read_buffer);
+        if self.read_end && !self.upstream_got_fin {
+            self.upstream_got_fin = true;
+        }
+    }
+
+    /// Upstream data (and FIN) through the write filters, last filter first.
+    fn write_pass(&mut self) {
+        if self.closed {
+            return;
+        }
+        for filter in (0..self.chain.len()).rev() {
+            if self.contexts[filter].is_none() {
+                continue;
+            }
+            let data = std::mem::take(&mut self.write_buffer);
+            let (len, end) = (data.len() as i32, self.write_end);
+            self.conn.borrow_mut().upstream_data = data;
+            let go_on = self.hook(filter, Phase::UpstreamData, "proxy_on_upstream_data", &[len, end as i32]);
+            self.write_buffer = std::mem::take(&mut self.conn.borrow_mut().upstream_data);
+            if self.closed {
+                return;
+            }
+            if end {
+                // Envoy's Wasm filter reports the upstream's end of stream as
+                // an upstream close of unknown origin.
+                if let Some(ctx) = self.contexts[filter] {
+                    self.conn.borrow_mut().phase = Some(Phase::ConnectionEvent);
+                    self.call(filter, "proxy_on_upstream_connection_close", &[ctx as i32, PEER_UNKNOWN]);
+                }
+            }
+            if !go_on {
+                return;
+            }
+        }
+        self.downstream_received.append(&mut self.write_buffer);
+        if self.write_end && !self.client_got_fin {
+            self.client_got_fin = true;
+            // Both directions are finished: the proxy closes the connection.
+            if self.read_end {
+                self.close(PEER_LOCAL);
+            }
+        }
+    }
+
+    /// The connection closes: each filter hears it, then is done, logged and
+    /// deleted (Envoy's onCloseTCP), in chain order.
+    fn close(&mut self, peer: i32) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        {
+            let mut c = self.conn.borrow_mut();
+            c.end_ns = Some(self.proxy.state.borrow().now_ns());
+        }
+        for filter in 0..self.chain.len() {
+            let Some(ctx) = self.contexts[filter] else { continue };
+            self.conn.borrow_mut().phase = Some(Phase::ConnectionEvent);
+            self.call(filter, "proxy_on_downstream_connection_close", &[ctx as i32, peer]);
+            self.conn.borrow_mut().phase = Some(Phase::Log);
+            self.call(filter, "proxy_on_done", &[ctx as i32]);
+            self.call(filter, "proxy_on_log", &[ctx as i32]);
+            self.call(filter, "proxy_on_delete", &[ctx as i32]);
+            let place = self.placement(filter);
+            self.proxy.vms[place.vm].store.data_mut().contexts.remove(&ctx);
+        }
+    }
+}

@@ -45,8 +45,14 @@ pub fn istio_tag(label: &str) -> StatsTag {
     StatsTag { tag_name: label.to_string(), regex: format!(r"({}=\.=(.*?);\.;)", regex::escape(label)) }
 }
 
+/// Istio's bootstrap list: a regex per standard label, then the two that
+/// `istio_build{component="proxy",tag="<version>"}` is named for.
 pub fn istio_default_stats_tags() -> Vec<StatsTag> {
-    ISTIO_LABELS.iter().map(|l| istio_tag(l)).collect()
+    let mut tags: Vec<StatsTag> = ISTIO_LABELS.iter().map(|l| istio_tag(l)).collect();
+    for (tag_name, regex) in [("component", r"(component\.(.+?)\.)"), ("tag", r"(tag\.(.+?);\.)")] {
+        tags.push(StatsTag { tag_name: tag_name.into(), regex: regex.into() });
+    }
+    tags
 }
 
 /// A stat name split into its Prometheus name and tags.

@@ -342,6 +342,19 @@ pub fn set(path: &[&str], value: &[u8]) -> Result<(), RawStatus> {
     Err(NOT_FOUND)
 }
 
+/// Which kind of stream context Envoy is creating, for a root context's
+/// `get_type()`: the same plugin can be loaded as an HTTP filter and as a
+/// network filter, and Envoy asks the root for each new context. An HTTP
+/// stream's info has its protocol from the start, a TCP connection's has
+/// none (observed in Envoy 1.40: `request.protocol` is `HTTP/1.1` while the
+/// HTTP context is created and NOT_FOUND for a network filter's).
+pub fn new_context_type() -> proxy_wasm::types::ContextType {
+    match get(&["request", "protocol"]) {
+        Ok(Some(_)) => proxy_wasm::types::ContextType::HttpContext,
+        _ => proxy_wasm::types::ContextType::StreamContext,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -581,3 +581,115 @@ fn server_gateway_reports_as_waypoint() {
     );
     assert!(line.contains("destination_service=\"unknown\""), "{line}");
 }
+
+// ------------------------------------------------------------ TCP metrics
+
+/// A scenario with the probe (marking the peer as looked up, and setting
+/// filter state `stage`) and stats as network filters, one TCP connection.
+fn tcp_scenario(stats_config: Value, events: Value) -> Value {
+    json!({
+        "plugins": [
+            {"name": "marker", "wasm": common::plugin_wasm("probe"), "type": "network",
+             "configuration": {"context": "network",
+                               "actions": ["setprop=peer_not_found:true", "setprop=stage:early", "setprop=stage:late@up"]}},
+            {"wasm": stats_wasm(), "type": "network", "configuration": stats_config}
+        ],
+        "node": reviews_node(),
+        "stats_tags": tags_with_stage(),
+        "connections": [{"events": events}]
+    })
+}
+
+/// Istio's tag regexes plus one for the custom dimension `stage`.
+fn tags_with_stage() -> Value {
+    let mut tags = host_sim::prometheus::istio_default_stats_tags();
+    tags.push(host_sim::prometheus::istio_tag("stage"));
+    Value::Array(tags.iter().map(|t| json!({"tag_name": t.tag_name, "regex": t.regex})).collect())
+}
+
+/// The value of the one series of `metric` in the Prometheus text, and that
+/// series' labels.
+fn only_series(r: &RunResult, metric: &str) -> (String, u64) {
+    let lines: Vec<&str> = r.prometheus.lines().filter(|l| l.starts_with(&format!("{metric}{{"))).collect();
+    assert_eq!(lines.len(), 1, "{metric}: {}", r.prometheus);
+    let (labels, value) = lines[0].rsplit_once(' ').unwrap();
+    (labels.to_string(), value.parse().unwrap())
+}
+
+#[test]
+fn tcp_metrics_count_bytes_and_connections() {
+    let r = run(tcp_scenario(
+        json!({}),
+        json!([{"downstream": "hello"}, {"upstream": "hi!"}, {"downstream": "again"}, {"close": "downstream"}]),
+    ));
+    assert_eq!(r.connections[0].upstream_received, "helloagain");
+    let (labels, received) = only_series(&r, "istio_tcp_received_bytes_total");
+    assert_eq!(received, 10);
+    assert_eq!(only_series(&r, "istio_tcp_sent_bytes_total").1, 3);
+    assert_eq!(only_series(&r, "istio_tcp_connections_opened_total").1, 1);
+    assert_eq!(only_series(&r, "istio_tcp_connections_closed_total").1, 1);
+    assert!(labels.starts_with("istio_tcp_received_bytes_total{reporter=\"destination\",source_workload=\"unknown\""), "{labels}");
+    assert!(
+        labels.ends_with("destination_cluster=\"Kubernetes\",request_protocol=\"tcp\",response_flags=\"-\",connection_security_policy=\"none\"}"),
+        "{labels}"
+    );
+    assert!(!r.prometheus.contains("istio_requests_total"), "no HTTP metrics from a connection");
+}
+
+#[test]
+fn tcp_labels_are_fixed_at_the_first_periodic_report() {
+    let config = json!({"tcp_reporting_duration": "1s", "metrics": [{"dimensions": {"stage": "stage"}}]});
+    let events = |advance: u64| json!([{"downstream": "a"}, {"advance_ms": advance}, {"upstream": "b"}]);
+    // A report during the connection (the timer fires after 1 s) takes the
+    // filter state as it is then; the later change does not move the series.
+    let ticked = run(tcp_scenario(config.clone(), events(1500)));
+    let (labels, _) = only_series(&ticked, "istio_tcp_connections_closed_total");
+    assert!(labels.contains("stage=\"early\""), "{labels}");
+    // Without a report before the close, the close reports the final value.
+    let unticked = run(tcp_scenario(config, events(500)));
+    let (labels, _) = only_series(&unticked, "istio_tcp_connections_closed_total");
+    assert!(labels.contains("stage=\"late\""), "{labels}");
+    assert_eq!(only_series(&ticked, "istio_tcp_sent_bytes_total").1, 1);
+}
+
+#[test]
+fn tcp_connection_without_peer_lookup_reports_only_at_close() {
+    // No metadata exchange ran: ticks report nothing, so the labels come
+    // from the close even with ticks in between.
+    let config = json!({"tcp_reporting_duration": "1s", "metrics": [{"dimensions": {"stage": "stage"}}]});
+    let mut s = tcp_scenario(config, json!([{"downstream": "a"}, {"advance_ms": 3000}, {"upstream": "b"}]));
+    s["plugins"][0]["configuration"]["actions"] = json!(["setprop=stage:early", "setprop=stage:late@up"]);
+    let r = run(s);
+    let (labels, closed) = only_series(&r, "istio_tcp_connections_closed_total");
+    assert_eq!(closed, 1);
+    assert!(labels.contains("stage=\"late\""), "{labels}");
+}
+
+#[test]
+fn tcp_upstream_failure_is_reported_with_uf() {
+    let mut s = tcp_scenario(json!({}), json!([]));
+    s["connections"][0]["upstream_unreachable"] = json!(true);
+    let r = run(s);
+    let (labels, opened) = only_series(&r, "istio_tcp_connections_opened_total");
+    assert_eq!(opened, 1);
+    assert!(labels.contains("response_flags=\"UF\""), "{labels}");
+    assert_eq!(only_series(&r, "istio_tcp_received_bytes_total").1, 0);
+}
+
+#[test]
+fn one_configuration_serves_http_and_tcp() {
+    // The same wasm and configuration as an HTTP filter and a network
+    // filter: each context gets the right type (a wrong guess would trap).
+    let r = run(json!({
+        "plugins": [
+            {"name": "stats_http", "wasm": stats_wasm(), "configuration": {}},
+            {"name": "stats_tcp", "wasm": stats_wasm(), "type": "network", "configuration": {}}
+        ],
+        "node": reviews_node(),
+        "streams": [{"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "reviews:9080"]]}}],
+        "connections": [{"events": [{"downstream": "x"}]}]
+    }));
+    assert!(r.streams[0].plugin_failure.is_none() && r.connections[0].plugin_failure.is_none());
+    assert_eq!(only_series(&r, "istio_requests_total").1, 1);
+    assert_eq!(only_series(&r, "istio_tcp_connections_closed_total").1, 1);
+}

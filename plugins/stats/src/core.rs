@@ -132,6 +132,30 @@ pub struct RequestFacts {
     pub cluster_service: Option<ClusterService>,
     /// gRPC message counts (request, response) from Envoy's grpc_stats filter.
     pub grpc_messages: Option<(u64, u64)>,
+    /// A TCP connection (network filter), not an HTTP request.
+    pub tcp: bool,
+}
+
+/// One TCP connection as the stats filter follows it: the bytes seen so far
+/// (counted in the data callbacks, as Istio's Wasm plugin did), what has
+/// been reported, and the labels, which are fixed at the first report (as
+/// Istio's stats filter does).
+#[derive(Debug, Default)]
+pub struct TcpConnection {
+    /// Bytes from the client (`on_downstream_data`).
+    pub received: u64,
+    /// Bytes to the client (`on_upstream_data`).
+    pub sent: u64,
+    reported_received: u64,
+    reported_sent: u64,
+    /// Standard label values and dimension values, once reported.
+    labels: Option<(Vec<String>, Vec<String>)>,
+}
+
+impl TcpConnection {
+    pub fn reported(&self) -> bool {
+        self.labels.is_some()
+    }
 }
 
 /// Clusters whose name is the service name (Istio's passthrough and
@@ -153,7 +177,10 @@ enum StandardValue {
     ResponseBytes,
     RequestMessages,
     ResponseMessages,
-    Tcp,
+    TcpOpened,
+    TcpClosed,
+    TcpSentBytes,
+    TcpReceivedBytes,
 }
 
 /// Istio's standard metrics: name (without prefix), type, value, labels.
@@ -164,10 +191,10 @@ const STANDARD_METRICS: &[(&str, MetricKind, StandardValue, &[Label])] = &[
     ("response_bytes", MetricKind::Histogram, StandardValue::ResponseBytes, HTTP_LABELS),
     ("request_messages_total", MetricKind::Counter, StandardValue::RequestMessages, PEER_LABELS),
     ("response_messages_total", MetricKind::Counter, StandardValue::ResponseMessages, PEER_LABELS),
-    ("tcp_connections_opened_total", MetricKind::Counter, StandardValue::Tcp, TCP_LABELS),
-    ("tcp_connections_closed_total", MetricKind::Counter, StandardValue::Tcp, TCP_LABELS),
-    ("tcp_sent_bytes_total", MetricKind::Counter, StandardValue::Tcp, TCP_LABELS),
-    ("tcp_received_bytes_total", MetricKind::Counter, StandardValue::Tcp, TCP_LABELS),
+    ("tcp_connections_opened_total", MetricKind::Counter, StandardValue::TcpOpened, TCP_LABELS),
+    ("tcp_connections_closed_total", MetricKind::Counter, StandardValue::TcpClosed, TCP_LABELS),
+    ("tcp_sent_bytes_total", MetricKind::Counter, StandardValue::TcpSentBytes, TCP_LABELS),
+    ("tcp_received_bytes_total", MetricKind::Counter, StandardValue::TcpReceivedBytes, TCP_LABELS),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -499,7 +526,14 @@ impl<E: Expression> Stats<E> {
                 set(L::DestinationCluster, b(&dest.cluster_id));
             }
         }
-        set(L::RequestProtocol, Cow::Borrowed(if f.grpc { "grpc" } else { "http" }));
+        set(
+            L::RequestProtocol,
+            Cow::Borrowed(match (f.tcp, f.grpc) {
+                (true, _) => "tcp",
+                (false, true) => "grpc",
+                (false, false) => "http",
+            }),
+        );
         set(L::ResponseCode, Cow::Owned(f.response_code.unwrap_or(0).to_string()));
         set(
             L::GrpcResponseStatus,
@@ -524,34 +558,89 @@ impl<E: Expression> Stats<E> {
     /// request. `attrs` serves the dimension and value expressions.
     pub fn record_http(&mut self, facts: &RequestFacts, attrs: &dyn AttributeSource, sink: &mut dyn MetricSink) {
         let standard: Vec<String> = self.standard_values(facts).into_iter().map(Cow::into_owned).collect();
-        // A dimension that fails to evaluate is `unknown`, as in Istio.
-        let dims: Vec<String> =
-            self.dimensions.iter().map(|e| e.evaluate_string(attrs).unwrap_or_else(|_| UNKNOWN.to_string())).collect();
-        let values: Vec<u64> =
-            self.values.iter().map(|e| e.evaluate(attrs).map(|v| metric_amount(&v)).unwrap_or(0)).collect();
+        let dims = self.dimension_values(attrs);
+        let values = self.custom_values(attrs);
+        self.emit(&standard, &dims, sink, |value| match value {
+            MetricValue::Standard(StandardValue::Requests) => Some(1),
+            MetricValue::Standard(StandardValue::DurationMs) => facts.duration_ns.map(|ns| (ns.max(0) / 1_000_000) as u64),
+            MetricValue::Standard(StandardValue::RequestBytes) => facts.request_size.map(|n| n.max(0) as u64),
+            MetricValue::Standard(StandardValue::ResponseBytes) => facts.response_size.map(|n| n.max(0) as u64),
+            MetricValue::Standard(StandardValue::RequestMessages) => facts.grpc_messages.filter(|_| facts.grpc).map(|(r, _)| r),
+            MetricValue::Standard(StandardValue::ResponseMessages) => {
+                facts.grpc_messages.filter(|_| facts.grpc).map(|(_, r)| r)
+            }
+            MetricValue::Standard(_) => None,
+            MetricValue::Custom(i) => values.get(i).copied(),
+        });
+    }
 
+    /// Reports a TCP connection, periodically (`end` false) or when it
+    /// closes (`end` true), as Istio's stats filter does: nothing is
+    /// reported before the peer is known (`peer_known`: metadata exchange
+    /// found the peer or gave up) unless the connection has ended; the first
+    /// report fixes the labels (`gather` is only called then) and counts the
+    /// connection opened; every report adds the bytes since the last one; the
+    /// last one counts it closed and records the custom metrics.
+    pub fn report_tcp(
+        &mut self,
+        conn: &mut TcpConnection,
+        end: bool,
+        peer_known: bool,
+        gather: impl FnOnce() -> RequestFacts,
+        attrs: &dyn AttributeSource,
+        sink: &mut dyn MetricSink,
+    ) {
+        let first = conn.labels.is_none();
+        if first && !peer_known && !end {
+            return;
+        }
+        let (standard, dims) = conn.labels.get_or_insert_with(|| {
+            let facts = gather();
+            let standard = self.standard_values(&facts).into_iter().map(Cow::into_owned).collect();
+            (standard, self.dimension_values(attrs))
+        });
+        let received = conn.received - conn.reported_received;
+        let sent = conn.sent - conn.reported_sent;
+        conn.reported_received = conn.received;
+        conn.reported_sent = conn.sent;
+        let values = if end { self.custom_values(attrs) } else { Vec::new() };
+        let (standard, dims) = (standard.clone(), dims.clone());
+        self.emit(&standard, &dims, sink, |value| match value {
+            MetricValue::Standard(StandardValue::TcpOpened) => Some(first as u64),
+            MetricValue::Standard(StandardValue::TcpClosed) => Some(end as u64),
+            MetricValue::Standard(StandardValue::TcpSentBytes) => Some(sent),
+            MetricValue::Standard(StandardValue::TcpReceivedBytes) => Some(received),
+            MetricValue::Standard(_) => None,
+            MetricValue::Custom(i) => values.get(i).copied(),
+        });
+    }
+
+    /// The dimension expressions' values; one that fails to evaluate is
+    /// `unknown`, as in Istio.
+    fn dimension_values(&self, attrs: &dyn AttributeSource) -> Vec<String> {
+        self.dimensions.iter().map(|e| e.evaluate_string(attrs).unwrap_or_else(|_| UNKNOWN.to_string())).collect()
+    }
+
+    fn custom_values(&self, attrs: &dyn AttributeSource) -> Vec<u64> {
+        self.values.iter().map(|e| e.evaluate(attrs).map(|v| metric_amount(&v)).unwrap_or(0)).collect()
+    }
+
+    /// Records every metric `amount` gives a value for, under its labels.
+    /// A counter's series is defined even when the amount is 0, so it shows
+    /// (as Istio's counters do) from its first report.
+    fn emit(
+        &mut self,
+        standard: &[String],
+        dims: &[String],
+        sink: &mut dyn MetricSink,
+        amount: impl Fn(MetricValue) -> Option<u64>,
+    ) {
         let mut overflowed = 0u64;
         for m in self.metrics.iter_mut() {
             if m.dropped {
                 continue;
             }
-            let amount = match m.value {
-                MetricValue::Standard(StandardValue::Requests) => Some(1),
-                MetricValue::Standard(StandardValue::DurationMs) => {
-                    facts.duration_ns.map(|ns| (ns.max(0) / 1_000_000) as u64)
-                }
-                MetricValue::Standard(StandardValue::RequestBytes) => facts.request_size.map(|n| n.max(0) as u64),
-                MetricValue::Standard(StandardValue::ResponseBytes) => facts.response_size.map(|n| n.max(0) as u64),
-                MetricValue::Standard(StandardValue::RequestMessages) => {
-                    facts.grpc_messages.filter(|_| facts.grpc).map(|(r, _)| r)
-                }
-                MetricValue::Standard(StandardValue::ResponseMessages) => {
-                    facts.grpc_messages.filter(|_| facts.grpc).map(|(_, r)| r)
-                }
-                MetricValue::Standard(StandardValue::Tcp) => None,
-                MetricValue::Custom(i) => values.get(i).copied(),
-            };
-            let Some(amount) = amount else { continue };
+            let Some(amount) = amount(m.value) else { continue };
             let labels: Vec<(&str, &str)> = m
                 .plan
                 .labels()
@@ -751,6 +840,84 @@ mod tests {
         let mut parts: Vec<&str> = stat.split(";.;").collect();
         parts.pop();
         parts.iter().map(|p| p.split_once("=.=").map(|(k, v)| (k.to_string(), v.to_string())).unwrap()).collect()
+    }
+
+    fn tcp_facts() -> RequestFacts {
+        RequestFacts { tcp: true, response_flags: 0, ..Default::default() }
+    }
+
+    #[test]
+    fn tcp_connection_reports() {
+        let mut s = stats(
+            r#"{"metrics":[{"name":"tcp_sent_bytes_total","dimensions":{"mesh":"'m1'"}}],
+                "definitions":[{"name":"tcp_closes","type":"COUNTER","value":"1"}]}"#,
+            Reporter::Destination,
+        );
+        let mut sink = Sink::default();
+        let mut conn = TcpConnection { received: 5, sent: 8, ..Default::default() };
+        let mut gathered = 0;
+        // A tick before the peer is known reports nothing.
+        s.report_tcp(&mut conn, false, false, || unreachable!(), &attrs(""), &mut sink);
+        assert!(sink.names.is_empty() && !conn.reported());
+
+        // The first report (peer known) fixes the labels and opens.
+        let facts = || {
+            gathered += 1;
+            tcp_facts()
+        };
+        s.report_tcp(&mut conn, false, true, facts, &attrs(""), &mut sink);
+        let opened = sink.one("istio_tcp_connections_opened_total").to_string();
+        let labels = labels_of(&opened);
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys.len(), 23, "{keys:?}");
+        assert!(!keys.contains(&"response_code") && !keys.contains(&"grpc_response_status"));
+        let value = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(value("request_protocol"), "tcp");
+        assert_eq!(value("response_flags"), "-");
+        assert_eq!(value("connection_security_policy"), "none");
+        assert_eq!(value("destination_service"), "reviews", "server side: the local canonical service");
+        assert_eq!(sink.counter(&opened), Some(1));
+        assert_eq!(sink.counter(sink.one("istio_tcp_connections_closed_total")), Some(0), "defined, not counted");
+        assert_eq!(sink.counter(sink.one("istio_tcp_received_bytes_total")), Some(5));
+        let sent = sink.one("istio_tcp_sent_bytes_total").to_string();
+        assert!(sent.starts_with("reporter=.=destination;.;") && sent.contains(";.;mesh=.=m1;.;"), "{sent}");
+        assert_eq!(sink.counter(&sent), Some(8));
+        assert!(!sink.names.iter().any(|(_, n)| n.contains("tcp_closes")), "custom metrics wait for the close");
+
+        // Later reports add only what is new; the close counts closed and
+        // the custom metrics; the labels are not gathered again.
+        conn.received += 10;
+        s.report_tcp(&mut conn, false, true, || unreachable!(), &attrs(""), &mut sink);
+        conn.sent += 2;
+        s.report_tcp(&mut conn, true, true, || unreachable!(), &attrs(""), &mut sink);
+        assert_eq!(gathered, 1);
+        assert_eq!(sink.counter(&opened), Some(1), "opened once");
+        assert_eq!(sink.counter(sink.one("istio_tcp_connections_closed_total")), Some(1));
+        assert_eq!(sink.counter(sink.one("istio_tcp_received_bytes_total")), Some(15));
+        assert_eq!(sink.counter(&sent), Some(10));
+        assert_eq!(sink.counter(sink.one("istio_tcp_closes")), Some(1));
+        assert!(!sink.names.iter().any(|(_, n)| n.contains("requests_total")), "no HTTP metrics for TCP");
+    }
+
+    #[test]
+    fn tcp_connection_without_peer_reports_at_close() {
+        let mut s = stats("{}", Reporter::Source);
+        let mut sink = Sink::default();
+        let mut conn = TcpConnection::default();
+        s.report_tcp(&mut conn, false, false, || unreachable!(), &attrs(""), &mut sink);
+        let mut facts = tcp_facts();
+        facts.response_flags = 0x20; // UF: the upstream refused
+        s.report_tcp(&mut conn, true, false, || facts, &attrs(""), &mut sink);
+        let closed = sink.one("istio_tcp_connections_closed_total").to_string();
+        assert_eq!(sink.counter(&closed), Some(1));
+        assert_eq!(sink.counter(sink.one("istio_tcp_connections_opened_total")), Some(1));
+        assert_eq!(sink.counter(sink.one("istio_tcp_sent_bytes_total")), Some(0));
+        let labels = labels_of(&closed);
+        let value = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(value("reporter"), "source");
+        assert_eq!(value("response_flags"), "UF");
+        assert_eq!(value("connection_security_policy"), "unknown");
+        assert_eq!(value("destination_service"), "unknown");
     }
 
     #[test]

@@ -1,21 +1,27 @@
 //! The plugin proper: reads the configuration and the node's metadata at
 //! configure time, gathers a request's facts at `on_log` (when Envoy has
 //! every property: duration, sizes, response code and flags) and hands them
-//! to the core. Everything it reads goes through `host`, which never panics.
+//! to the core. Loaded as a network filter, it follows each TCP connection's
+//! bytes and reports them on the root's timer and at close. Everything it
+//! reads goes through `host`, which never panics.
 
 use crate::config::{MetricKind, PluginConfig, ReporterConfig};
-use crate::core::{ClusterService, Expression, MetricSink, Reporter, RequestFacts, Stats};
+use crate::core::{ClusterService, Expression, MetricSink, Reporter, RequestFacts, Stats, TcpConnection};
 use crate::host;
 use meshwasm_sdk::attributes::{AttrValue, AttributeSource, HostAttributes};
 use meshwasm_sdk::cel;
 use meshwasm_sdk::istio::{
     decode_peer_metadata_header, decode_struct, is_grpc_content_type, WorkloadInfo, PEER_METADATA_HEADER,
 };
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
+
+/// Istio's default `tcp_reporting_duration`.
+const DEFAULT_TCP_REPORTING_MS: u64 = 5_000;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -50,6 +56,48 @@ struct State {
     /// never change, and `xds.node` is large (Envoy lists every extension
     /// in it), so it is fetched and decoded once per VM, not per request.
     node_attributes: RefCell<HashMap<Vec<String>, Option<AttrValue>>>,
+    /// Open TCP connections by context id (network filter only).
+    connections: HashMap<u32, TcpConnection>,
+    /// `tcp_reporting_duration` in milliseconds; 0 disables periodic reports.
+    tcp_reporting_ms: u64,
+    /// The root's timer runs (started with the first TCP connection).
+    ticking: bool,
+}
+
+impl State {
+    /// Settles the reporter from the listener direction, which Envoy only
+    /// gives to stream contexts.
+    fn settle_reporter(&mut self) {
+        let Some(stats) = self.stats.as_mut() else { return };
+        if !self.reporter_settled {
+            if let Some(direction) = host::property_i64(&["xds", "listener_direction"]) {
+                stats.set_reporter(Reporter::choose(ReporterConfig::Unspecified, "", Some(direction)));
+                self.reporter_settled = true;
+            }
+        }
+    }
+
+    /// Reports one TCP connection, reading properties in the current
+    /// context (the connection's).
+    fn report_tcp(&mut self, context_id: u32, end: bool) {
+        self.settle_reporter();
+        let State { stats, connections, node_attributes, .. } = self;
+        let (Some(stats), Some(conn)) = (stats.as_mut(), connections.get_mut(&context_id)) else { return };
+        let reporter = stats.reporter();
+        let peer_known = conn.reported() || tcp_peer_known(reporter);
+        let attrs = RequestAttributes { host: HostAttributes::new(), node: node_attributes };
+        let gather_tcp = || RequestFacts { tcp: true, ..gather(reporter, false) };
+        stats.report_tcp(conn, end, peer_known, gather_tcp, &attrs, &mut HostSink);
+    }
+}
+
+/// Whether metadata exchange has run for the connection's peer: it left the
+/// peer's metadata, or its marker that there is none.
+fn tcp_peer_known(reporter: Reporter) -> bool {
+    let peer = if reporter.is_server() { "downstream_peer" } else { "upstream_peer" };
+    host::property(&[peer]).is_some()
+        || host::property(&["peer_not_found"]).is_some()
+        || host::property(&["filter_state", "peer_not_found"]).is_some()
 }
 
 /// The host's attributes for one request, with node attributes from the
@@ -134,6 +182,9 @@ impl RootContext for StatsRoot {
                     stats: Some(stats),
                     reporter_settled: fixed.is_some() || direction.is_some(),
                     node_attributes: RefCell::default(),
+                    connections: HashMap::new(),
+                    tcp_reporting_ms: config.tcp_reporting_duration.unwrap_or(DEFAULT_TCP_REPORTING_MS),
+                    ticking: false,
                 };
                 true
             }
@@ -144,12 +195,39 @@ impl RootContext for StatsRoot {
         }
     }
 
+    /// Decided per context: the same configuration serves Istio's HTTP
+    /// filter and its TCP (network) filter.
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        Some(meshwasm_sdk::property::new_context_type())
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(StatsStream { stats: self.stats.clone() }))
+    }
+
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        let mut state = self.stats.borrow_mut();
+        state.connections.insert(context_id, TcpConnection::default());
+        if !state.ticking && state.tcp_reporting_ms > 0 {
+            // Called while the connection's context is being created: the
+            // timer is set on its root, this one.
+            state.ticking =
+                proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(state.tcp_reporting_ms)).is_ok();
+        }
+        Some(Box::new(StatsConnection { stats: self.stats.clone(), context_id }))
+    }
+
+    /// Periodic TCP reports: each open connection in turn, with host calls
+    /// pointed at it (one timer per VM, as Istio's Wasm plugin had; Istio's
+    /// native filter has one per connection, which proxy-wasm cannot do).
+    fn on_tick(&mut self) {
+        let mut state = self.stats.borrow_mut();
+        let ids: Vec<u32> = state.connections.keys().copied().collect();
+        for id in ids {
+            if proxy_wasm::hostcalls::set_effective_context(id).is_ok() {
+                state.report_tcp(id, false);
+            }
+        }
     }
 }
 
@@ -228,23 +306,51 @@ fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
         cluster_name: host::property_string(&["xds", "cluster_name"]).unwrap_or_default(),
         cluster_service: cluster_service(),
         grpc_messages: if grpc { grpc_messages() } else { None },
+        tcp: false,
     }
 }
 
 impl HttpContext for StatsStream {
     fn on_log(&mut self) {
         let mut guard = self.stats.borrow_mut();
-        let State { stats, reporter_settled, node_attributes } = &mut *guard;
+        guard.settle_reporter();
+        let State { stats, node_attributes, .. } = &mut *guard;
         let Some(stats) = stats.as_mut() else { return };
-        if !*reporter_settled {
-            if let Some(direction) = host::property_i64(&["xds", "listener_direction"]) {
-                stats.set_reporter(Reporter::choose(ReporterConfig::Unspecified, "", Some(direction)));
-                *reporter_settled = true;
-            }
-        }
         let facts = gather(stats.reporter(), stats.host_header_fallback());
         let attrs = RequestAttributes { host: HostAttributes::new(), node: node_attributes };
         stats.record_http(&facts, &attrs, &mut HostSink);
+    }
+}
+
+/// A TCP connection through the network filter: counts the bytes each way
+/// and never holds data back.
+struct StatsConnection {
+    stats: Shared,
+    context_id: u32,
+}
+
+impl Context for StatsConnection {}
+
+impl StreamContext for StatsConnection {
+    fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        if let Some(c) = self.stats.borrow_mut().connections.get_mut(&self.context_id) {
+            c.received += data_size as u64;
+        }
+        Action::Continue
+    }
+
+    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        if let Some(c) = self.stats.borrow_mut().connections.get_mut(&self.context_id) {
+            c.sent += data_size as u64;
+        }
+        Action::Continue
+    }
+
+    /// Envoy calls on_log once, right after the connection closed.
+    fn on_log(&mut self) {
+        let mut state = self.stats.borrow_mut();
+        state.report_tcp(self.context_id, true);
+        state.connections.remove(&self.context_id);
     }
 }
 

@@ -142,8 +142,8 @@ fn dispatch(args: Vec<String>) -> Result<i32, String> {
     }
 }
 
-/// A readable account of a run: plugins, each stream, expectations, then the
-/// Prometheus text.
+/// A readable account of a run: plugins, each stream and TCP connection,
+/// expectations, then the Prometheus text.
 pub fn summary(r: &crate::RunResult) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -184,6 +184,25 @@ pub fn summary(r: &crate::RunResult) -> String {
             let _ = writeln!(out, "  plugin {} failed: {}", f.plugin, f.message.lines().next().unwrap_or(""));
         }
         for l in &s.logs {
+            let _ = writeln!(out, "  [{:?}] {}: {}", l.level, l.plugin, l.message);
+        }
+    }
+    for (i, c) in r.connections.iter().enumerate() {
+        let _ = writeln!(out, "connection {i} {}:", c.name);
+        if c.upstream_connected {
+            let _ = writeln!(
+                out,
+                "  upstream got {} bytes, client got {} bytes",
+                c.upstream_received.len(),
+                c.downstream_received.len()
+            );
+        } else {
+            let _ = writeln!(out, "  upstream not connected");
+        }
+        if let Some(f) = &c.plugin_failure {
+            let _ = writeln!(out, "  plugin {} failed: {}", f.plugin, f.message.lines().next().unwrap_or(""));
+        }
+        for l in &c.logs {
             let _ = writeln!(out, "  [{:?}] {}: {}", l.level, l.plugin, l.message);
         }
     }

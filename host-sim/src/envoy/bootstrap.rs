@@ -1,9 +1,11 @@
 //! The Envoy bootstrap for a scenario, shaped like what Istio generates for a
-//! `WasmPlugin`: each plugin an `envoy.filters.http.wasm` filter (V8) in the
-//! listener's HTTP connection manager, in chain order, before the router.
+//! `WasmPlugin`: each HTTP plugin an `envoy.filters.http.wasm` filter (V8) in
+//! the HTTP listener's connection manager, in chain order, before the
+//! router; each network plugin an `envoy.filters.network.wasm` filter on the
+//! TCP listener, in chain order, before `tcp_proxy`.
 //! Written as JSON (Envoy reads JSON bootstraps as YAML).
 
-use crate::scenario::{config_bytes, Direction, PluginSpec, Scenario, StatsTag};
+use crate::scenario::{config_bytes, Direction, PluginSpec, PluginType, Scenario, StatsTag};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
@@ -11,16 +13,24 @@ use std::path::PathBuf;
 /// upstream). host-sim uses the same name for `xds.cluster_name`.
 pub const UPSTREAM_CLUSTER: &str = "upstream";
 
+/// The cluster every TCP connection is proxied to (`tcp_proxy`'s cluster):
+/// what `xds.cluster_name` reads in a network filter.
+pub const TCP_UPSTREAM_CLUSTER: &str = "tcp_upstream";
+
 /// How often Envoy flushes stats (merges histograms). Small, so histogram
 /// samples show up in the admin output soon after the last stream.
 pub const STATS_FLUSH_MS: u64 = 100;
 
 /// One listener: every stream whose connection needs the same server side
-/// (plaintext, TLS, or mTLS with a given server certificate) shares one.
+/// (plaintext, TLS, or mTLS with a given server certificate) shares one;
+/// so does every TCP connection, on listeners of their own (`tcp`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerLayout {
     pub name: String,
     pub tls: Option<TlsFiles>,
+    /// A TCP listener (network plugins, then `tcp_proxy`) instead of an
+    /// HTTP one.
+    pub tcp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +48,9 @@ pub struct Layout {
     pub listeners: Vec<ListenerLayout>,
     /// Port of the server playing the upstream.
     pub upstream_port: u16,
+    /// Port of the TCP server playing the upstream of TCP connections (used
+    /// when some listener is `tcp`).
+    pub tcp_upstream_port: u16,
     /// `(cluster name, port)` for each scenario cluster (`proxy_http_call`).
     pub clusters: Vec<(String, u16)>,
     /// Absolute paths of the plugins' .wasm files, in chain order.
@@ -65,7 +78,9 @@ fn string_value(bytes: Vec<u8>) -> Value {
     })
 }
 
-/// The `envoy.filters.http.wasm` filter for one plugin.
+/// The Wasm filter for one plugin: `envoy.filters.http.wasm` for an HTTP
+/// plugin, `envoy.filters.network.wasm` for a network one. Both take the
+/// same `PluginConfig`.
 pub fn wasm_filter(p: &PluginSpec, wasm_path: &std::path::Path) -> Value {
     let mut vm_config = Map::new();
     vm_config.insert("vm_id".into(), json!(p.vm_id));
@@ -87,13 +102,24 @@ pub fn wasm_filter(p: &PluginSpec, wasm_path: &std::path::Path) -> Value {
     // `failure_policy` says the same without it.
     config.insert("failure_policy".into(), json!(if p.fail_open { "FAIL_OPEN" } else { "FAIL_CLOSED" }));
     config.insert("vm_config".into(), Value::Object(vm_config));
-    json!({
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": config,
+    let (name, ty) = match p.plugin_type {
+        PluginType::Http => {
+            ("envoy.filters.http.wasm", "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")
         }
-    })
+        PluginType::Network => {
+            ("envoy.filters.network.wasm", "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm")
+        }
+    };
+    json!({"name": name, "typed_config": {"@type": ty, "config": config}})
+}
+
+/// The scenario's plugins of one type with their .wasm paths, in chain order.
+fn plugins_of<'a>(
+    s: &'a Scenario,
+    layout: &'a Layout,
+    ty: PluginType,
+) -> impl Iterator<Item = (&'a PluginSpec, &'a std::path::Path)> {
+    s.plugins.iter().zip(&layout.wasm_paths).filter(move |(p, _)| p.plugin_type == ty).map(|(p, w)| (p, w.as_path()))
 }
 
 /// HTTP/1.1 with trailers enabled, for a cluster.
@@ -106,8 +132,10 @@ fn http1_with_trailers() -> Value {
     })
 }
 
+/// A STATIC cluster of one endpoint on 127.0.0.1; HTTP/1.1 with trailers
+/// unless it is the TCP upstream.
 fn cluster(name: &str, port: u16) -> Value {
-    json!({
+    let mut c = json!({
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
@@ -115,8 +143,24 @@ fn cluster(name: &str, port: u16) -> Value {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]
         },
-        "typed_extension_protocol_options": http1_with_trailers(),
-    })
+    });
+    if name != TCP_UPSTREAM_CLUSTER {
+        c["typed_extension_protocol_options"] = http1_with_trailers();
+    }
+    c
+}
+
+/// The access log, written by the HTTP connection manager and by
+/// `tcp_proxy` alike (one JSON line per stream or connection).
+fn access_log(layout: &Layout) -> Value {
+    json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": layout.access_log.to_string_lossy(),
+            "log_format": {"json_format": access_log_format()}
+        }
+    }])
 }
 
 fn direction_name(d: Direction) -> &'static str {
@@ -127,30 +171,19 @@ fn direction_name(d: Direction) -> &'static str {
     }
 }
 
-fn listener(s: &Scenario, l: &ListenerLayout, layout: &Layout) -> Value {
-    let mut filters: Vec<Value> =
-        s.plugins.iter().zip(&layout.wasm_paths).map(|(p, path)| wasm_filter(p, path)).collect();
+/// The HTTP connection manager with the HTTP plugins before the router.
+fn http_filter(s: &Scenario, layout: &Layout, prefix: &str) -> Value {
+    let mut filters: Vec<Value> = plugins_of(s, layout, PluginType::Http).map(|(p, w)| wasm_filter(p, w)).collect();
     filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     }));
-    let prefix = match s.direction {
-        Direction::Outbound => "outbound",
-        _ => "inbound",
-    };
     let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": prefix,
         "codec_type": "AUTO",
         "http_protocol_options": {"enable_trailers": true},
-        "access_log": [{
-            "name": "envoy.access_loggers.file",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                "path": layout.access_log.to_string_lossy(),
-                "log_format": {"json_format": access_log_format()}
-            }
-        }],
+        "access_log": access_log(layout),
         "route_config": {
             "name": "default",
             "virtual_hosts": [{
@@ -166,9 +199,33 @@ fn listener(s: &Scenario, l: &ListenerLayout, layout: &Layout) -> Value {
         hcm["forward_client_cert_details"] = json!("APPEND_FORWARD");
         hcm["set_current_client_cert_details"] = json!({"subject": true, "dns": true, "uri": true});
     }
-    let mut chain = json!({
-        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
-    });
+    json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm})
+}
+
+/// The network plugins, then `tcp_proxy` to [`TCP_UPSTREAM_CLUSTER`]. One
+/// connect attempt (the default), so an unreachable upstream closes the
+/// client's connection at once.
+fn tcp_filters(s: &Scenario, layout: &Layout, prefix: &str) -> Vec<Value> {
+    let mut filters: Vec<Value> = plugins_of(s, layout, PluginType::Network).map(|(p, w)| wasm_filter(p, w)).collect();
+    filters.push(json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": format!("{prefix}_tcp"),
+            "cluster": TCP_UPSTREAM_CLUSTER,
+            "access_log": access_log(layout),
+        }
+    }));
+    filters
+}
+
+fn listener(s: &Scenario, l: &ListenerLayout, layout: &Layout) -> Value {
+    let prefix = match s.direction {
+        Direction::Outbound => "outbound",
+        _ => "inbound",
+    };
+    let filters = if l.tcp { tcp_filters(s, layout, prefix) } else { vec![http_filter(s, layout, prefix)] };
+    let mut chain = json!({"filters": filters});
     if let Some(tls) = &l.tls {
         let mut common = json!({
             "tls_certificates": [{
@@ -214,6 +271,9 @@ pub fn stats_tags(s: &Scenario) -> Vec<StatsTag> {
 pub fn bootstrap(s: &Scenario, layout: &Layout) -> Value {
     let tags: Vec<Value> = stats_tags(s).iter().map(|t| json!({"tag_name": t.tag_name, "regex": t.regex})).collect();
     let mut clusters = vec![cluster(UPSTREAM_CLUSTER, layout.upstream_port)];
+    if layout.listeners.iter().any(|l| l.tcp) {
+        clusters.push(cluster(TCP_UPSTREAM_CLUSTER, layout.tcp_upstream_port));
+    }
     clusters.extend(layout.clusters.iter().map(|(name, port)| cluster(name, *port)));
     json!({
         "node": {
@@ -245,8 +305,9 @@ mod tests {
 
     fn layout(n: usize) -> Layout {
         Layout {
-            listeners: vec![ListenerLayout { name: "inbound".into(), tls: None }],
+            listeners: vec![ListenerLayout { name: "inbound".into(), tls: None, tcp: false }],
             upstream_port: 18080,
+            tcp_upstream_port: 18090,
             clusters: vec![("callee".into(), 18081)],
             wasm_paths: (0..n).map(|i| PathBuf::from(format!("/p/{i}.wasm"))).collect(),
             access_log: "/w/access.log".into(),
@@ -329,6 +390,41 @@ mod tests {
     }
 
     #[test]
+    fn network_plugins_go_on_the_tcp_listener_before_tcp_proxy() {
+        let s = scenario(
+            r#"{"plugins":[
+                {"wasm":"h.wasm","name":"web"},
+                {"wasm":"n.wasm","name":"net","type":"network","root_id":"r","configuration":{"context":"network"}}],
+               "direction":"outbound","connections":[{"events":[]}]}"#,
+        );
+        let mut l = layout(2);
+        l.listeners.push(ListenerLayout { name: "outbound_tcp".into(), tls: None, tcp: true });
+        let b = bootstrap(&s, &l);
+        let listeners = b["static_resources"]["listeners"].as_array().unwrap();
+        let http = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+        assert_eq!(http.as_array().unwrap().len(), 2, "only the HTTP plugin, then the router");
+        assert_eq!(http[0]["typed_config"]["config"]["name"], "web");
+        let tcp = &listeners[1];
+        assert_eq!(tcp["traffic_direction"], "OUTBOUND");
+        let filters = tcp["filter_chains"][0]["filters"].as_array().unwrap();
+        assert_eq!(filters.len(), 2);
+        assert_eq!(filters[0]["name"], "envoy.filters.network.wasm");
+        assert_eq!(
+            filters[0]["typed_config"]["@type"],
+            "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+        );
+        let cfg = &filters[0]["typed_config"]["config"];
+        assert_eq!((cfg["name"].as_str(), cfg["root_id"].as_str()), (Some("net"), Some("r")));
+        assert_eq!(cfg["configuration"]["value"], r#"{"context":"network"}"#);
+        assert_eq!(cfg["vm_config"]["code"]["local"]["filename"], "/p/1.wasm");
+        assert_eq!(filters[1]["name"], "envoy.filters.network.tcp_proxy");
+        assert_eq!(filters[1]["typed_config"]["cluster"], TCP_UPSTREAM_CLUSTER);
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        let tcp_cluster = clusters.iter().find(|c| c["name"] == TCP_UPSTREAM_CLUSTER).expect("the TCP upstream");
+        assert!(tcp_cluster.get("typed_extension_protocol_options").is_none(), "plain TCP, no HTTP options");
+    }
+
+    #[test]
     fn mtls_listener_requires_client_certificates() {
         let s = scenario(r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[]}"#);
         let mut l = layout(1);
@@ -339,6 +435,7 @@ mod tests {
                 private_key: "/k.pem".into(),
                 client_ca: Some("/ca.pem".into()),
             }),
+            tcp: false,
         }];
         let b = bootstrap(&s, &l);
         let ts = &b["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"];

@@ -1,14 +1,15 @@
 //! Runs a scenario in a real Envoy (see docs/envoy-engine.md).
 //!
 //! [`run`] writes a bootstrap shaped like Istio's for a `WasmPlugin` (the
-//! scenario's plugins as V8 Wasm filters before the router), starts Envoy
-//! on free ports, puts real HTTP/1.1 servers behind it (the upstream and one
-//! per `proxy_http_call` cluster), replays the streams one after another as
-//! a client, and reads back what happened: the servers' records, the
-//! client's responses, Envoy's access log (response code details), Envoy's
-//! own log (plugin logs and the trace of ABI calls) and the admin
-//! interface's stats. The result has the same shape as host-sim's, so the
-//! two engines can be compared.
+//! scenario's HTTP plugins as V8 Wasm filters before the router, its network
+//! plugins as network Wasm filters before `tcp_proxy`), starts Envoy on free
+//! ports, puts real servers behind it (an HTTP/1.1 upstream, one HTTP server
+//! per `proxy_http_call` cluster, a TCP upstream), replays the streams one
+//! after another as a client, then the TCP connections, and reads back what
+//! happened: the servers' records, what the client received, Envoy's access
+//! log (response code details), Envoy's own log (plugin logs and the trace
+//! of ABI calls) and the admin interface's stats. The result has the same
+//! shape as host-sim's, so the two engines can be compared.
 
 mod bootstrap;
 mod http;
@@ -16,14 +17,18 @@ mod logs;
 mod process;
 mod servers;
 mod stats;
+mod tcp;
 mod tls;
 
-pub use bootstrap::UPSTREAM_CLUSTER;
+pub use bootstrap::{TCP_UPSTREAM_CLUSTER, UPSTREAM_CLUSTER};
 
 use crate::result::{
-    HttpCallRecord, HttpMessage, HttpResponse, LocalReply, PluginFailure, PluginStatus, RunResult, StreamResult,
+    ConnectionResult, HttpCallRecord, HttpMessage, HttpResponse, LocalReply, PluginFailure, PluginStatus, RunResult,
+    StreamResult,
 };
-use crate::scenario::{config_bytes, CertificateSpec, ConnectionSpec, MessageSpec, Scenario, StreamSpec};
+use crate::scenario::{
+    config_bytes, CertificateSpec, ConnectionSpec, MessageSpec, PluginType, Scenario, StreamSpec, TcpConnectionSpec,
+};
 use anyhow::{bail, Context, Result};
 use bootstrap::{Layout, ListenerLayout, TlsFiles};
 use logs::{ActionKind, PluginIdent};
@@ -160,18 +165,21 @@ impl Drop for Workdir {
     }
 }
 
-/// The server side a connection needs; streams with equal keys share a
-/// listener.
+/// The server side a connection needs; streams (or TCP connections) with
+/// equal keys share a listener.
 #[derive(Debug, Clone, PartialEq)]
 struct ListenerKey {
+    /// A TCP listener (network filters) rather than an HTTP one.
+    tcp: bool,
     tls: bool,
     mtls: bool,
     local: Option<(Vec<String>, Vec<String>, String)>,
 }
 
 impl ListenerKey {
-    fn of(c: &ConnectionSpec) -> Self {
+    fn of(c: &ConnectionSpec, tcp: bool) -> Self {
         Self {
+            tcp,
             tls: c.is_tls(),
             mtls: c.mtls,
             local: c.is_tls().then(|| {
@@ -189,10 +197,22 @@ struct ListenerPlan {
     listeners: Vec<(ListenerKey, ListenerLayout)>,
     /// Per stream: listener index and the client certificate to present.
     streams: Vec<(usize, Option<tls::Issued>)>,
+    /// The same per TCP connection.
+    connections: Vec<(usize, Option<tls::Issued>)>,
 }
 
 fn effective_connection<'a>(s: &'a Scenario, stream: &'a StreamSpec) -> &'a ConnectionSpec {
     stream.connection.as_ref().unwrap_or(&s.connection)
+}
+
+fn effective_tcp_connection<'a>(s: &'a Scenario, c: &'a TcpConnectionSpec) -> &'a ConnectionSpec {
+    c.connection.as_ref().unwrap_or(&s.connection)
+}
+
+/// Whether Envoy gets a TCP listener: the scenario has network plugins or
+/// TCP connections.
+fn wants_tcp(s: &Scenario) -> bool {
+    !s.connections.is_empty() || s.plugins.iter().any(|p| p.plugin_type == PluginType::Network)
 }
 
 impl ListenerPlan {
@@ -202,55 +222,72 @@ impl ListenerPlan {
             crate::scenario::Direction::Outbound => "outbound",
             crate::scenario::Direction::Unspecified => "listener",
         };
-        let conns: Vec<&ConnectionSpec> =
-            std::iter::once(&s.connection).chain(s.streams.iter().map(|st| effective_connection(s, st))).collect();
+        let conns: Vec<&ConnectionSpec> = std::iter::once(&s.connection)
+            .chain(s.streams.iter().map(|st| effective_connection(s, st)))
+            .chain(s.connections.iter().map(|c| effective_tcp_connection(s, c)))
+            .collect();
         let ca = if conns.iter().any(|c| c.is_tls()) { Some(tls::Ca::new()?) } else { None };
         let ca_path = dir.join("ca.pem");
         if let Some(ca) = &ca {
             std::fs::write(&ca_path, &ca.cert_pem)?;
         }
         let mut listeners: Vec<(ListenerKey, ListenerLayout)> = Vec::new();
-        let index_of = |c: &ConnectionSpec, listeners: &mut Vec<(ListenerKey, ListenerLayout)>| -> Result<usize> {
-            let key = ListenerKey::of(c);
-            if let Some(i) = listeners.iter().position(|(k, _)| *k == key) {
-                return Ok(i);
-            }
-            let i = listeners.len();
-            let name = if i == 0 { base.to_string() } else { format!("{base}_{i}") };
-            let tls = match (&ca, key.tls) {
-                (Some(ca), true) => {
-                    let spec = c.local_certificate.clone().unwrap_or_default();
-                    let server = ca.issue(&spec, true, "CN=envoy")?;
-                    let (cert, key_file) = (dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
-                    std::fs::write(&cert, &server.cert_pem)?;
-                    std::fs::write(&key_file, &server.key_pem)?;
-                    Some(TlsFiles {
-                        cert_chain: cert,
-                        private_key: key_file,
-                        client_ca: c.mtls.then(|| ca_path.clone()),
-                    })
+        let index_of =
+            |c: &ConnectionSpec, tcp: bool, listeners: &mut Vec<(ListenerKey, ListenerLayout)>| -> Result<usize> {
+                let key = ListenerKey::of(c, tcp);
+                if let Some(i) = listeners.iter().position(|(k, _)| *k == key) {
+                    return Ok(i);
                 }
-                _ => None,
+                let i = listeners.len();
+                // Numbered per kind: inbound, inbound_1, ...; inbound_tcp,
+                // inbound_tcp_1, ...
+                let stem = if tcp { format!("{base}_tcp") } else { base.to_string() };
+                let n = listeners.iter().filter(|(k, _)| k.tcp == tcp).count();
+                let name = if n == 0 { stem } else { format!("{stem}_{n}") };
+                let tls = match (&ca, key.tls) {
+                    (Some(ca), true) => {
+                        let spec = c.local_certificate.clone().unwrap_or_default();
+                        let server = ca.issue(&spec, true, "CN=envoy")?;
+                        let (cert, key_file) =
+                            (dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
+                        std::fs::write(&cert, &server.cert_pem)?;
+                        std::fs::write(&key_file, &server.key_pem)?;
+                        Some(TlsFiles {
+                            cert_chain: cert,
+                            private_key: key_file,
+                            client_ca: c.mtls.then(|| ca_path.clone()),
+                        })
+                    }
+                    _ => None,
+                };
+                listeners.push((key, ListenerLayout { name, tls, tcp }));
+                Ok(i)
             };
-            listeners.push((key, ListenerLayout { name, tls }));
-            Ok(i)
+        let client_cert = |c: &ConnectionSpec| -> Result<Option<tls::Issued>> {
+            match (&ca, c.mtls) {
+                (Some(ca), true) => {
+                    let spec: CertificateSpec = c.peer_certificate.clone().unwrap_or_default();
+                    Ok(Some(ca.issue(&spec, false, "CN=client")?))
+                }
+                _ => Ok(None),
+            }
         };
-        // The scenario's own connection gets the first listener.
-        index_of(&s.connection, &mut listeners)?;
+        // The scenario's own connection gets the first listener of each kind.
+        index_of(&s.connection, false, &mut listeners)?;
+        if wants_tcp(s) {
+            index_of(&s.connection, true, &mut listeners)?;
+        }
         let mut streams = Vec::new();
         for st in &s.streams {
             let c = effective_connection(s, st);
-            let i = index_of(c, &mut listeners)?;
-            let cert = match (&ca, c.mtls) {
-                (Some(ca), true) => {
-                    let spec: CertificateSpec = c.peer_certificate.clone().unwrap_or_default();
-                    Some(ca.issue(&spec, false, "CN=client")?)
-                }
-                _ => None,
-            };
-            streams.push((i, cert));
+            streams.push((index_of(c, false, &mut listeners)?, client_cert(c)?));
         }
-        Ok(Self { listeners, streams })
+        let mut connections = Vec::new();
+        for tc in &s.connections {
+            let c = effective_tcp_connection(s, tc);
+            connections.push((index_of(c, true, &mut listeners)?, client_cert(c)?));
+        }
+        Ok(Self { listeners, streams, connections })
     }
 }
 
@@ -369,18 +406,22 @@ fn idents(s: &Scenario) -> Vec<PluginIdent> {
 /// plugins are reported unconfigured, with Envoy's own message.
 pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
     let binary = resolve_envoy(opts)?;
-    if scenario.clusters.iter().any(|c| c == UPSTREAM_CLUSTER) {
-        bail!("cluster name `{UPSTREAM_CLUSTER}` is reserved for the upstream by the envoy engine");
+    for reserved in [UPSTREAM_CLUSTER, TCP_UPSTREAM_CLUSTER] {
+        if scenario.clusters.iter().any(|c| c == reserved) {
+            bail!("cluster name `{reserved}` is reserved for the upstream by the envoy engine");
+        }
     }
     let work = Workdir::create(opts)?;
     let plan = ListenerPlan::new(scenario, &work.path)?;
     let servers = servers::Servers::start(&scenario.clusters)?;
+    let mut tcp_upstream = tcp::TcpUpstream::start()?;
     let wasm_paths: Vec<PathBuf> =
         scenario.plugins.iter().map(|p| std::path::absolute(&p.wasm).unwrap_or_else(|_| p.wasm.clone())).collect();
     let access_log = work.path.join("access.log");
     let layout = Layout {
         listeners: plan.listeners.iter().map(|(_, l)| l.clone()).collect(),
         upstream_port: servers.upstream_port,
+        tcp_upstream_port: tcp_upstream.port,
         clusters: servers.cluster_ports.clone(),
         wasm_paths: wasm_paths.clone(),
         access_log: access_log.clone(),
@@ -460,6 +501,35 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
             failed = plugins.iter().position(|p| p.name == f.plugin).or(failed);
         }
         result.streams.push(r);
+    }
+    for (i, spec) in scenario.connections.iter().enumerate() {
+        if spec.advance_ms_before > 0 {
+            std::thread::sleep(Duration::from_millis(spec.advance_ms_before));
+        }
+        let start = envoy.log_len();
+        let (listener, cert) = &plan.connections[i];
+        let name = &plan.listeners[*listener].1.name;
+        let port = *ports.get(name).context("TCP listener port")?;
+        let conn = effective_tcp_connection(scenario, spec);
+        let outcome = match tcp::replay(port, conn, cert.as_ref(), &mut tcp_upstream, spec) {
+            Ok(x) => x,
+            Err(e) => {
+                let state = if envoy.has_exited() { "Envoy has exited" } else { "Envoy is running" };
+                bail!("connection {i} ({}): {e:#}; {state}. Last log lines:\n{}", spec.name, envoy.log_tail(30));
+            }
+        };
+        // As for streams: tcp_proxy's access-log line, then every network
+        // filter's context deleted, mark the end of the connection.
+        let client = outcome.client_addr.map(|a| a.to_string()).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while find_access_entry(&access_log, &client).is_none() && Instant::now() < deadline && !envoy.has_exited() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let end = settle(&envoy, start, Duration::from_secs(2));
+        windows.push((start, end));
+        let text = envoy.log_from(start);
+        let (lines, _) = logs::parse(text.get(..end - start).unwrap_or(&text), start);
+        result.connections.push(connection_result(spec, &plugins, &lines, outcome));
     }
     if scenario.advance_ms_after > 0 {
         std::thread::sleep(Duration::from_millis(scenario.advance_ms_after));
@@ -597,6 +667,29 @@ fn stream_result(
     r
 }
 
+/// Builds a TCP connection's result from what both ends saw and the
+/// connection's stretch of Envoy's log.
+fn connection_result(
+    spec: &TcpConnectionSpec,
+    plugins: &[PluginIdent],
+    lines: &[logs::EnvoyLine],
+    outcome: tcp::TcpOutcome,
+) -> ConnectionResult {
+    let name_of = |p: Option<usize>| p.map(|i| plugins[i].name.clone()).unwrap_or_default();
+    let plugin_failure = logs::stream_actions(plugins, lines).into_iter().find_map(|a| match a.kind {
+        ActionKind::Failure { message } => Some(PluginFailure { plugin: name_of(a.plugin), message }),
+        _ => None,
+    });
+    ConnectionResult {
+        name: spec.name.clone(),
+        upstream_connected: outcome.upstream_connected,
+        upstream_received: text(&outcome.upstream_received),
+        downstream_received: text(&outcome.downstream_received),
+        logs: logs::plugin_logs(plugins, lines),
+        plugin_failure,
+    }
+}
+
 /// Envoy exited during start-up. When its errors name a plugin (or its
 /// .wasm), that is the scenario's outcome; anything else is an engine error.
 fn start_failure(
@@ -647,6 +740,11 @@ fn start_failure(
             })
             .collect(),
         streams: scenario.streams.iter().map(|s| StreamResult { name: s.name.clone(), ..Default::default() }).collect(),
+        connections: scenario
+            .connections
+            .iter()
+            .map(|c| ConnectionResult { name: c.name.clone(), ..Default::default() })
+            .collect(),
         logs: logs::plugin_logs(plugins, lines),
         ..Default::default()
     };
@@ -694,6 +792,28 @@ mod tests {
         assert!(plan.listeners[2].1.tls.as_ref().unwrap().client_ca.is_none());
         assert!(dir.join("ca.pem").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tcp_connections_get_listeners_of_their_own() {
+        let s = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a.wasm","type":"network"}],
+               "streams":[{"request":{}}],
+               "connections":[{"events":[]},{"connection":{"mtls":true}},{"connection":{"mtls":true}}]}"#,
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("meshwasm-plan-tcp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plan = ListenerPlan::new(&s, &dir).unwrap();
+        let names: Vec<_> = plan.listeners.iter().map(|(_, l)| (l.name.as_str(), l.tcp)).collect();
+        assert_eq!(names, vec![("inbound", false), ("inbound_tcp", true), ("inbound_tcp_1", true)]);
+        assert_eq!(plan.streams.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0]);
+        let idx: Vec<_> = plan.connections.iter().map(|(i, c)| (*i, c.is_some())).collect();
+        assert_eq!(idx, vec![(1, false), (2, true), (2, true)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // HTTP plugins only and no connections: no TCP listener.
+        let s = Scenario::from_json(r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[]}"#).unwrap();
+        assert!(!wants_tcp(&s));
     }
 
     #[test]

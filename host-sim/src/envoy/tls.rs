@@ -193,6 +193,29 @@ impl ClientConn {
     }
 }
 
+impl ClientConn {
+    /// The TCP socket under the connection.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Half-closes the connection: the client sends no more (TLS first
+    /// sends its `close_notify`, which Envoy reads as the end of the
+    /// stream) but keeps reading.
+    pub fn shutdown_write(&mut self) -> std::io::Result<()> {
+        if let Self::Tls(s) = self {
+            s.conn.send_close_notify();
+            while s.conn.wants_write() {
+                s.conn.write_tls(&mut s.sock)?;
+            }
+        }
+        self.tcp().shutdown(std::net::Shutdown::Write)
+    }
+}
+
 impl Read for ClientConn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {

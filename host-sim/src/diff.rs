@@ -104,6 +104,20 @@ pub fn diff(a: &RunResult, b: &RunResult, ignore: &Ignore) -> Vec<String> {
         cmp(&mut out, &format!("{at}.logs"), &logs(sa), &logs(sb));
         cmp(&mut out, &format!("{at}.reset"), &sa.reset, &sb.reset);
     }
+    cmp(&mut out, "connections.len", &a.connections.len(), &b.connections.len());
+    for (i, (ca, cb)) in a.connections.iter().zip(&b.connections).enumerate() {
+        let at = format!("connections[{i}]");
+        cmp(&mut out, &format!("{at}.name"), &ca.name, &cb.name);
+        cmp(&mut out, &format!("{at}.upstream_connected"), &ca.upstream_connected, &cb.upstream_connected);
+        cmp(&mut out, &format!("{at}.upstream_received"), &ca.upstream_received, &cb.upstream_received);
+        cmp(&mut out, &format!("{at}.downstream_received"), &ca.downstream_received, &cb.downstream_received);
+        let logs = |c: &crate::result::ConnectionResult| c.logs.iter().map(|l| (l.level, l.plugin.clone(), l.message.clone())).collect::<Vec<_>>();
+        cmp(&mut out, &format!("{at}.logs"), &logs(ca), &logs(cb));
+        // Which plugin trapped; the message is the runtime's wording (V8's
+        // in Envoy, wasmtime's in host-sim), as for streams.
+        let failed = |c: &crate::result::ConnectionResult| c.plugin_failure.as_ref().map(|f| f.plugin.clone());
+        cmp(&mut out, &format!("{at}.plugin_failure"), &failed(ca), &failed(cb));
+    }
     cmp(&mut out, "metrics", &metric_map(a), &metric_map(b));
     cmp(&mut out, "prometheus", &prometheus_lines(a), &prometheus_lines(b));
     out
@@ -126,6 +140,32 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn connections_are_compared_field_by_field() {
+        use crate::result::{ConnectionResult, LogLine, PluginFailure};
+        let conn = |up: &str, msg: &str, failure: Option<&str>| RunResult {
+            connections: vec![ConnectionResult {
+                name: "c".into(),
+                upstream_connected: true,
+                upstream_received: up.into(),
+                downstream_received: "world".into(),
+                logs: vec![LogLine { level: crate::abi::LogLevel::Info, plugin: "p".into(), message: msg.into() }],
+                plugin_failure: failure.map(|m| PluginFailure { plugin: "p".into(), message: m.into() }),
+            }],
+            ..Default::default()
+        };
+        let ig = Ignore { headers: &[] };
+        assert!(diff(&conn("hello", "a", Some("v8")), &conn("hello", "a", Some("wasmtime")), &ig).is_empty());
+        let d = diff(&conn("hello", "a", None), &conn("HELLO", "b", Some("x")), &ig);
+        let fields: Vec<_> = d.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            fields,
+            vec!["connections[0].upstream_received", "connections[0].logs", "connections[0].plugin_failure"]
+        );
+        let d = diff(&conn("hello", "a", None), &RunResult::default(), &ig);
+        assert!(d.iter().any(|l| l.starts_with("connections.len")), "{d:?}");
     }
 
     #[test]

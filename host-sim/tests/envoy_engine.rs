@@ -30,18 +30,24 @@ fn envoy_binary() -> Option<PathBuf> {
     }
 }
 
-fn noop_wasm() -> Option<PathBuf> {
+/// A plugin crate's release .wasm, or `None` (after saying why) when the
+/// tests should skip.
+fn built_wasm(crate_name: &str) -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let p = target.join("wasm32-wasip1/release/noop.wasm");
+    let p = target.join(format!("wasm32-wasip1/release/{crate_name}.wasm"));
     if p.is_file() {
         return Some(p);
     }
-    let msg = format!("{} is missing: cargo build --target wasm32-wasip1 --release -p noop", p.display());
+    let msg = format!("{} is missing: cargo build --target wasm32-wasip1 --release -p {crate_name}", p.display());
     assert!(!in_ci(), "{msg}");
     eprintln!("SKIP: {msg}");
     None
+}
+
+fn noop_wasm() -> Option<PathBuf> {
+    built_wasm("noop")
 }
 
 fn workdir(name: &str) -> PathBuf {
@@ -278,4 +284,34 @@ fn http_calls_reach_the_cluster_and_mtls_peers_carry_their_sans() {
     assert!(xfcc.contains(&format!("URI={spiffe}")), "{xfcc}");
     assert!(xfcc.contains("Subject=\"CN=client,O=example\""), "{xfcc}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn tcp_connections_pass_through_a_network_plugin_and_tcp_proxy() {
+    // The probe test plugin (tests/plugins/probe) as a network filter that
+    // logs every callback.
+    let (Some(_), Some(wasm)) = (envoy_binary(), built_wasm("probe")) else { return };
+    let r = run(serde_json::json!({
+        "plugins": [{"wasm": wasm, "type": "network",
+                     "configuration": {"context": "network", "lifecycle": true}}],
+        "connections": [{
+            "name": "echo",
+            "events": [{"downstream": "ping"}, {"upstream": "pong"}, {"close": "downstream"}, {"close": "upstream"}]
+        }]
+    }));
+    assert!(r.plugins[0].configured, "{:?}", r.plugins);
+    assert_eq!(r.connections.len(), 1);
+    let c = &r.connections[0];
+    assert!(c.upstream_connected, "{c:?}");
+    assert_eq!(c.upstream_received, "ping");
+    assert_eq!(c.downstream_received, "pong");
+    assert!(c.plugin_failure.is_none(), "{c:?}");
+    let lifecycle: Vec<&str> = c.logs.iter().filter_map(|l| l.message.strip_prefix("lifecycle ")).collect();
+    for want in ["new_connection", "downstream_data size=4 eos=false", "upstream_data size=4 eos=false", "log"] {
+        assert!(lifecycle.contains(&want), "{want} missing from {lifecycle:?}");
+    }
+    let at = |what: &str| lifecycle.iter().position(|l| *l == what).unwrap();
+    assert!(at("new_connection") < at("downstream_data size=4 eos=false"), "{lifecycle:?}");
+    assert!(at("downstream_data size=4 eos=false") < at("upstream_data size=4 eos=false"), "{lifecycle:?}");
+    assert!(r.streams.is_empty());
 }

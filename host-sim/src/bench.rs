@@ -1,5 +1,6 @@
-//! `host-sim bench`: replays a scenario's streams many times on one started
-//! proxy and reports the wall-clock cost per request. Compare plugins by the
+//! `host-sim bench`: replays a scenario's streams (or, in a scenario with
+//! none, its TCP connections) many times on one started proxy and reports
+//! the wall-clock cost per request (per connection). Compare plugins by the
 //! ratio to a `noop` run on the same machine, not by absolute numbers.
 
 use crate::scenario::Scenario;
@@ -18,20 +19,27 @@ pub struct BenchReport {
 }
 
 pub fn run(scenario: &Scenario, requests: usize) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(!scenario.streams.is_empty(), "the scenario has no streams to replay");
+    let units = if scenario.streams.is_empty() { scenario.connections.len() } else { scenario.streams.len() };
+    anyhow::ensure!(units > 0, "the scenario has no streams or connections to replay");
     let mut proxy = Proxy::start(scenario, VmLimits::default())?;
     if !proxy.ready() {
         let why: Vec<String> = proxy.statuses().iter().filter_map(|s| s.error.clone()).collect();
         anyhow::bail!("plugins did not start: {}", why.join("; "));
     }
+    let mut replay = |i: usize| {
+        if scenario.streams.is_empty() {
+            proxy.bench_connection(&scenario.connections[i % units], &scenario.connection);
+        } else {
+            proxy.bench_stream(&scenario.streams[i % units], &scenario.connection);
+        }
+    };
     // Warm up: first calls pay for lazy initialisation in the plugin.
-    for spec in scenario.streams.iter().take(10) {
-        proxy.bench_stream(spec, &scenario.connection);
+    for i in 0..units.min(10) {
+        replay(i);
     }
     let start = Instant::now();
     for i in 0..requests {
-        let spec = &scenario.streams[i % scenario.streams.len()];
-        proxy.bench_stream(spec, &scenario.connection);
+        replay(i);
     }
     let total = start.elapsed().as_secs_f64();
     Ok(BenchReport {

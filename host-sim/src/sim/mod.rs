@@ -36,6 +36,8 @@ use wasmtime::{Engine, Linker, Module};
 
 /// The upstream cluster's name, as `xds.cluster_name` reports it.
 pub const UPSTREAM_CLUSTER: &str = "upstream";
+/// The cluster TCP connections go to (the envoy engine's name for it).
+pub const TCP_UPSTREAM_CLUSTER: &str = "tcp_upstream";
 
 /// One plugin of the chain, as its VMs see it.
 #[derive(Debug)]

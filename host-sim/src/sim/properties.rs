@@ -130,7 +130,18 @@ fn resolve_top(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, first: 
         "plugin_vm_id" => Ok(Resolved::Value(Prop::Str(facts.plugin_vm_id.into()), 0)),
         "xds" => match field.ok_or(Status::NotFound)? {
             "node" => node_property(facts, &rest[1..]).map(|(p, n)| Resolved::Value(p, n + 1)),
-            "cluster_name" if stream.is_some() => one(Prop::Str(facts.upstream_cluster.into())),
+            "cluster_name" => match stream {
+                // tcp_proxy's cluster, known once it picked the upstream.
+                Some((s, _)) if s.network => {
+                    if s.reached_upstream {
+                        one(Prop::Str(super::TCP_UPSTREAM_CLUSTER.into()))
+                    } else {
+                        Err(Status::NotFound)
+                    }
+                }
+                Some(_) => one(Prop::Str(facts.upstream_cluster.into())),
+                None => Err(Status::NotFound),
+            },
             "listener_direction" if stream.is_some() => one(Prop::Int(match facts.direction {
                 Direction::Unspecified => 0,
                 Direction::Inbound => 1,
@@ -297,7 +308,11 @@ pub(crate) fn peer_digest(cert: &CertificateSpec) -> String {
 }
 
 fn connection_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
-    let c = &s.connection;
+    // Before the handshake (a network filter's on_new_connection) Envoy
+    // knows nothing of the TLS session (observed in 1.40: `connection.mtls`
+    // is false there and true from the first data on).
+    let plaintext = ConnectionSpec { requested_server_name: s.connection.requested_server_name.clone(), ..Default::default() };
+    let c = if s.tls_pending { &plaintext } else { &s.connection };
     let tls = c.is_tls();
     let peer = peer_certificate(c);
     let local = local_certificate(c);

@@ -123,6 +123,9 @@ pub struct HttpStream {
     pub upstream_data: Vec<u8>,
     /// Network filters: `proxy_continue_stream(Downstream)` was called.
     pub continue_reading: bool,
+    /// Network filters: the TLS handshake has not finished yet (during
+    /// `on_new_connection`), so the connection reads as plaintext.
+    pub tls_pending: bool,
     pub request_headers: HeaderMap,
     /// The body buffer the current filter sees (accumulated while it buffers).
     pub request_body: Vec<u8>,

@@ -27,8 +27,10 @@ use crate::scenario::{ConnectionSpec, PluginType, Side, TcpConnectionSpec, TcpSt
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Envoy's response flag UF (upstream connection failure).
-const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+/// Envoy's response flags for a refused connect: UF (upstream connection
+/// failure) and URX (tcp_proxy gave up on its connect attempts); observed
+/// together in Envoy 1.40.
+const UPSTREAM_CONNECT_REFUSED: u64 = 0x20 | 0x8000;
 
 /// proxy-wasm PeerType / CloseType values.
 const PEER_UNKNOWN: i32 = 0;
@@ -79,6 +81,7 @@ impl Proxy {
             start_ns: self.state.borrow().now_ns(),
             held_request_headers: vec![false; n],
             held_response_headers: vec![false; n],
+            tls_pending: true,
             ..Default::default()
         }));
         let mut run = TcpRun {
@@ -102,8 +105,10 @@ impl Proxy {
             upstream_received: Vec::new(),
             downstream_received: Vec::new(),
         };
-        // Envoy initializes the read filters as soon as it accepts.
+        // Envoy initializes the read filters as soon as it accepts; the TLS
+        // handshake finishes after that, before any data.
         run.read_pass(0);
+        run.conn.borrow_mut().tls_pending = false;
         for step in spec.steps() {
             if run.closed {
                 break;
@@ -270,7 +275,7 @@ impl TcpRun<'_> {
             // connect then fails.
             self.conn.borrow_mut().reached_upstream = true;
             if self.upstream_unreachable {
-                self.conn.borrow_mut().response_flags |= UPSTREAM_CONNECTION_FAILURE;
+                self.conn.borrow_mut().response_flags |= UPSTREAM_CONNECT_REFUSED;
                 self.close(PEER_LOCAL);
                 return;
             }

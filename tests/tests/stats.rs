@@ -672,7 +672,7 @@ fn tcp_upstream_failure_is_reported_with_uf() {
     let r = run(s);
     let (labels, opened) = only_series(&r, "istio_tcp_connections_opened_total");
     assert_eq!(opened, 1);
-    assert!(labels.contains("response_flags=\"UF\""), "{labels}");
+    assert!(labels.contains("response_flags=\"UF,URX\""), "{labels}");
     assert_eq!(only_series(&r, "istio_tcp_received_bytes_total").1, 0);
 }
 

@@ -148,7 +148,7 @@ fn noop_plugin_passes_the_request_and_the_response_through() {
     let (Some(_), Some(wasm)) = (envoy_binary(), noop_wasm()) else { return };
     let r = run(serde_json::json!({
         "name": "noop-through-envoy",
-        "plugins": [{"wasm": wasm, "configuration": {"any": "thing"}}],
+        "plugins": [{"wasm": wasm, "configuration": {"context": "http"}}],
         "streams": [{
             "name": "post",
             "request": {

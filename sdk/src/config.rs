@@ -78,5 +78,7 @@ mod tests {
         let c = parse::<Config>(b"").unwrap();
         assert!(c.metrics.is_empty() && !c.debug);
         assert!(parse::<Config>(b"not json").is_err());
+        let c = parse::<Config>(br#"{"metrics":[{"dimensions":{"a":"b"}}]}"#).unwrap();
+        assert_eq!(c.metrics[0].dimensions["a"], "b", "a well-typed value is kept");
     }
 }

@@ -9,7 +9,7 @@ use super::http1::{
     as_received, bodiless_method, forward_client_cert, http_date, http_to_grpc_status, is_grpc_request, percent_encode, wire_framing,
 };
 use super::vm::CallOutcome;
-use super::{set_active, Proxy};
+use super::Proxy;
 use crate::abi::{is_continue, LogLevel};
 use crate::result::{HttpMessage, HttpResponse, LocalReply, LogLine, PluginFailure, StreamResult};
 use crate::scenario::{ConnectionSpec, StreamSpec};
@@ -158,38 +158,15 @@ impl Run<'_> {
         if let Some(id) = self.contexts[filter] {
             return Some(id);
         }
-        let place = self.placement(filter);
-        if self.proxy.vms[place.vm].failed.is_some() {
-            return None;
-        }
-        let slot = self.proxy.vms[place.vm].store.data().contexts[&place.root_context].plugin;
-        let id = self.proxy.new_context(place.vm, slot, Some((self.stream.clone(), filter, place.root_context)));
+        let (id, created) =
+            self.proxy.create_filter_context(self.worker, self.chain[filter], self.stream.clone(), filter, &mut self.failure)?;
         self.contexts[filter] = Some(id);
-        let outcome = self.call(filter, "proxy_on_context_create", &[id as i32, place.root_context as i32]);
-        if let Some(CallOutcome::Trapped(_)) = outcome {
-            return None;
-        }
-        Some(id)
+        created.then_some(id)
     }
 
     /// Calls a stream hook on a filter's VM; None when the VM has failed.
     fn call(&mut self, filter: usize, export: &'static str, args: &[i32]) -> Option<CallOutcome> {
-        let place = self.placement(filter);
-        let vm = &mut self.proxy.vms[place.vm];
-        if vm.failed.is_some() {
-            return None;
-        }
-        set_active(vm, args[0] as u32);
-        let outcome = vm.call(export, args);
-        if let CallOutcome::Trapped(msg) = &outcome {
-            // Envoy logs a trap as its own error, not as a plugin log line:
-            // it is reported in `plugin_failure`.
-            let plugin = self.plugin(filter).name.clone();
-            if self.failure.is_none() {
-                self.failure = Some(PluginFailure { plugin, message: msg.clone() });
-            }
-        }
-        Some(outcome)
+        self.proxy.call_filter(self.worker, self.chain[filter], export, args, &mut self.failure)
     }
 
     /// Runs one hook and turns its result into the chain's next step.

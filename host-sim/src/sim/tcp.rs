@@ -20,7 +20,7 @@
 
 use super::stream::{HttpStream, Phase};
 use super::vm::CallOutcome;
-use super::{set_active, Proxy};
+use super::Proxy;
 use crate::abi::is_continue;
 use crate::result::{ConnectionResult, PluginFailure};
 use crate::scenario::{ConnectionSpec, PluginType, Side, TcpConnectionSpec, TcpStep};
@@ -169,35 +169,15 @@ impl TcpRun<'_> {
         if let Some(id) = self.contexts[filter] {
             return Some(id);
         }
-        let place = self.placement(filter);
-        if self.proxy.vms[place.vm].failed.is_some() {
-            return None;
-        }
-        let slot = self.proxy.vms[place.vm].store.data().contexts[&place.root_context].plugin;
-        let id = self.proxy.new_context(place.vm, slot, Some((self.conn.clone(), filter, place.root_context)));
+        let (id, created) =
+            self.proxy.create_filter_context(self.worker, self.chain[filter], self.conn.clone(), filter, &mut self.failure)?;
         self.contexts[filter] = Some(id);
-        match self.call(filter, "proxy_on_context_create", &[id as i32, place.root_context as i32]) {
-            Some(CallOutcome::Trapped(_)) | None => None,
-            _ => Some(id),
-        }
+        created.then_some(id)
     }
 
     /// Calls a hook on the filter's VM; None when the VM has failed.
     fn call(&mut self, filter: usize, export: &'static str, args: &[i32]) -> Option<CallOutcome> {
-        let place = self.placement(filter);
-        let vm = &mut self.proxy.vms[place.vm];
-        if vm.failed.is_some() {
-            return None;
-        }
-        set_active(vm, args[0] as u32);
-        let outcome = vm.call(export, args);
-        if let CallOutcome::Trapped(msg) = &outcome {
-            if self.failure.is_none() {
-                let plugin = self.proxy.plugins[self.chain[filter]].name.clone();
-                self.failure = Some(PluginFailure { plugin, message: msg.clone() });
-            }
-        }
-        Some(outcome)
+        self.proxy.call_filter(self.worker, self.chain[filter], export, args, &mut self.failure)
     }
 
     /// Runs a filter callback in `phase`; true when the filter lets the data

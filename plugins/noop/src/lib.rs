@@ -2,8 +2,9 @@
 //! everywhere. Its per-request (or per-connection) cost is the floor every
 //! other plugin is measured against.
 //!
-//! Configuration: empty or `{}` for an HTTP filter; `{"context": "network"}`
-//! for a network (TCP) filter. The type is fixed by configuration, not
+//! Configuration: empty, `{}` or `{"context": "http"}` for an HTTP filter;
+//! `{"context": "network"}` for a network (TCP) filter; anything else is
+//! refused. The type is fixed by configuration, not
 //! detected per context, so the HTTP floor stays free of the extra property
 //! read that detection costs.
 
@@ -26,7 +27,7 @@ impl Context for NoopRoot {}
 fn context_type(config: &[u8]) -> Option<ContextType> {
     let compact: Vec<u8> = config.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
     match compact.as_slice() {
-        b"" | b"{}" => Some(ContextType::HttpContext),
+        b"" | b"{}" | br#"{"context":"http"}"# => Some(ContextType::HttpContext),
         br#"{"context":"network"}"# => Some(ContextType::StreamContext),
         _ => None,
     }
@@ -43,7 +44,7 @@ impl RootContext for NoopRoot {
             None => {
                 let _ = proxy_wasm::hostcalls::log(
                     LogLevel::Error,
-                    r#"noop: invalid configuration at `context`: use {} (HTTP) or {"context": "network"}"#,
+                    r#"noop: invalid configuration at `context`: use {} or {"context": "http"} (HTTP filter) or {"context": "network"} (network filter)"#,
                 );
                 false
             }
@@ -79,6 +80,7 @@ mod tests {
     fn configuration_picks_the_context_type() {
         assert_eq!(context_type(b""), Some(ContextType::HttpContext));
         assert_eq!(context_type(b" { } "), Some(ContextType::HttpContext));
+        assert_eq!(context_type(br#"{"context": "http"}"#), Some(ContextType::HttpContext));
         assert_eq!(context_type(br#"{ "context": "network" }"#), Some(ContextType::StreamContext));
         assert_eq!(context_type(br#"{"context":"tcp"}"#), None);
     }

@@ -118,6 +118,15 @@ pub fn diff(a: &RunResult, b: &RunResult, ignore: &Ignore) -> Vec<String> {
         let failed = |c: &crate::result::ConnectionResult| c.plugin_failure.as_ref().map(|f| f.plugin.clone());
         cmp(&mut out, &format!("{at}.plugin_failure"), &failed(ca), &failed(cb));
     }
+    // Logs outside streams and connections (start-up, ticks, queues): the
+    // same lines in both, in any order, since Envoy starts its threads' VMs
+    // in parallel.
+    let root_logs = |r: &RunResult| {
+        let mut l: Vec<_> = r.logs.iter().map(|l| (l.level, l.plugin.clone(), l.message.clone())).collect();
+        l.sort();
+        l
+    };
+    cmp(&mut out, "logs", &root_logs(a), &root_logs(b));
     cmp(&mut out, "metrics", &metric_map(a), &metric_map(b));
     cmp(&mut out, "prometheus", &prometheus_lines(a), &prometheus_lines(b));
     out
@@ -166,6 +175,22 @@ mod tests {
         );
         let d = diff(&conn("hello", "a", None), &RunResult::default(), &ig);
         assert!(d.iter().any(|l| l.starts_with("connections.len")), "{d:?}");
+    }
+
+    #[test]
+    fn start_up_logs_compare_in_any_order_but_count() {
+        use crate::result::LogLine;
+        let with = |msgs: &[&str]| RunResult {
+            logs: msgs
+                .iter()
+                .map(|m| LogLine { level: crate::abi::LogLevel::Info, plugin: "p".into(), message: m.to_string() })
+                .collect(),
+            ..Default::default()
+        };
+        let ig = Ignore { headers: &[] };
+        assert!(diff(&with(&["vm_start", "configure", "vm_start"]), &with(&["vm_start", "vm_start", "configure"]), &ig).is_empty());
+        let d = diff(&with(&["vm_start", "configure"]), &with(&["vm_start", "configure", "vm_start", "configure"]), &ig);
+        assert!(d.iter().any(|l| l.starts_with("logs:")), "a VM more in one engine is a difference: {d:?}");
     }
 
     #[test]

@@ -55,6 +55,19 @@ pub fn istio_default_stats_tags() -> Vec<StatsTag> {
     tags
 }
 
+/// Envoy keeps histogram samples in log-linear bins of two significant
+/// digits (libcircllhist) and counts a bin under every bucket bound its
+/// lower edge does not exceed: 102 lies in [100, 110) and shows under
+/// `le="100"` (observed in Envoy 1.40). This is that lower edge.
+pub fn envoy_bin_lower_edge(v: u64) -> u64 {
+    if v < 100 {
+        return v;
+    }
+    let digits = v.ilog10() + 1;
+    let scale = 10u64.pow(digits - 2);
+    v / scale * scale
+}
+
 /// A stat name split into its Prometheus name and tags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Extracted {
@@ -131,7 +144,7 @@ pub fn render(stats: &[Stat], tags: &[StatsTag]) -> String {
                     continue;
                 }
                 for bound in DEFAULT_BUCKETS {
-                    let count = stat.samples.iter().filter(|v| (**v as f64) <= bound).count();
+                    let count = stat.samples.iter().filter(|v| (envoy_bin_lower_edge(**v) as f64) <= bound).count();
                     let _ = writeln!(out, "{name}_bucket{} {count}", labels(&tags, Some(("le", &format_bound(bound)))));
                 }
                 let _ = writeln!(out, "{name}_bucket{} {}", labels(&tags, Some(("le", "+Inf"))), stat.samples.len());
@@ -177,5 +190,19 @@ mod tests {
         assert!(text.contains("lat_bucket{le=\"5\"} 1\n"), "{text}");
         assert!(text.contains("lat_bucket{le=\"+Inf\"} 2\n"), "{text}");
         assert!(text.contains("lat_sum{} 703\nlat_count{} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn histogram_buckets_follow_envoys_bins() {
+        assert_eq!(envoy_bin_lower_edge(0), 0);
+        assert_eq!(envoy_bin_lower_edge(7), 7);
+        assert_eq!(envoy_bin_lower_edge(99), 99);
+        assert_eq!(envoy_bin_lower_edge(102), 100);
+        assert_eq!(envoy_bin_lower_edge(1_234), 1_200);
+        assert_eq!(envoy_bin_lower_edge(u64::MAX), 18_000_000_000_000_000_000);
+        let stats = vec![Stat { name: "size".into(), kind: MetricType::Histogram, value: 0, samples: vec![102, 111] }];
+        let text = render(&stats, &[]);
+        assert!(text.contains("size_bucket{le=\"100\"} 1\n"), "102 counts under 100, as in Envoy: {text}");
+        assert!(text.contains("size_bucket{le=\"250\"} 2\n"), "{text}");
     }
 }

@@ -348,10 +348,12 @@ pub fn set(path: &[&str], value: &[u8]) -> Result<(), RawStatus> {
 /// stream's info has its protocol from the start, a TCP connection's has
 /// none (observed in Envoy 1.40: `request.protocol` is `HTTP/1.1` while the
 /// HTTP context is created and NOT_FOUND for a network filter's).
+/// Only a plain NOT_FOUND means a connection: an unexpected error keeps the
+/// HTTP answer, the type every plugin had before network filters.
 pub fn new_context_type() -> proxy_wasm::types::ContextType {
     match get(&["request", "protocol"]) {
-        Ok(Some(_)) => proxy_wasm::types::ContextType::HttpContext,
-        _ => proxy_wasm::types::ContextType::StreamContext,
+        Ok(None) => proxy_wasm::types::ContextType::StreamContext,
+        _ => proxy_wasm::types::ContextType::HttpContext,
     }
 }
 

@@ -693,3 +693,26 @@ fn one_configuration_serves_http_and_tcp() {
     assert_eq!(only_series(&r, "istio_requests_total").1, 1);
     assert_eq!(only_series(&r, "istio_tcp_connections_closed_total").1, 1);
 }
+
+#[test]
+fn tcp_bytes_follow_envoys_count_when_a_later_filter_holds_data() {
+    // The probe after stats holds every read, so Envoy offers the buffered
+    // bytes again with each new read ("abc", then "abcde", then "abcde" with
+    // the FIN). stats reports the connection's own byte count, which Envoy
+    // keeps the same way: each read adds the whole buffer (3 + 5 + 5;
+    // tests/conformance/tcp-held.json shows it in Envoy 1.40).
+    let r = run(json!({
+        "plugins": [
+            {"wasm": stats_wasm(), "type": "network", "configuration": {}},
+            {"name": "holder", "root_id": "holder", "wasm": common::plugin_wasm("probe"), "type": "network",
+             "configuration": {"context": "network", "lifecycle": true, "actions": ["pause@down"]}}
+        ],
+        "node": reviews_node(),
+        "connections": [{"events": [{"downstream": "abc"}, {"downstream": "de"}, {"close": "downstream"}]}]
+    }));
+    let sizes: Vec<&str> =
+        r.connections[0].logs.iter().filter_map(|l| l.message.strip_prefix("lifecycle downstream_data ")).collect();
+    assert_eq!(sizes, ["size=3 eos=false", "size=5 eos=false", "size=5 eos=true"], "the data is offered again");
+    assert_eq!(r.connections[0].upstream_received, "", "held back to the end");
+    assert_eq!(only_series(&r, "istio_tcp_received_bytes_total").1, 13);
+}

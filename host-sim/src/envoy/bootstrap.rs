@@ -9,13 +9,9 @@ use crate::scenario::{config_bytes, Direction, PluginSpec, PluginType, Scenario,
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
-/// The cluster every stream's request is routed to (the scenario's
-/// upstream). host-sim uses the same name for `xds.cluster_name`.
-pub const UPSTREAM_CLUSTER: &str = "upstream";
+pub use crate::sim::UPSTREAM_CLUSTER;
 
-/// The cluster every TCP connection is proxied to (`tcp_proxy`'s cluster):
-/// what `xds.cluster_name` reads in a network filter.
-pub const TCP_UPSTREAM_CLUSTER: &str = "tcp_upstream";
+pub use crate::sim::TCP_UPSTREAM_CLUSTER;
 
 /// How often Envoy flushes stats (merges histograms). Small, so histogram
 /// samples show up in the admin output soon after the last stream.

@@ -34,9 +34,10 @@ use std::rc::Rc;
 use vm::{CallOutcome, Vm, VmLimits};
 use wasmtime::{Engine, Linker, Module};
 
-/// The upstream cluster's name, as `xds.cluster_name` reports it.
+/// The HTTP upstream cluster's name, as `xds.cluster_name` reports it (the
+/// envoy engine's bootstrap uses the same).
 pub const UPSTREAM_CLUSTER: &str = "upstream";
-/// The cluster TCP connections go to (the envoy engine's name for it).
+/// The cluster TCP connections go to, in both engines.
 pub const TCP_UPSTREAM_CLUSTER: &str = "tcp_upstream";
 
 /// One plugin of the chain, as its VMs see it.

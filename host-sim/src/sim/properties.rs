@@ -152,9 +152,7 @@ fn resolve_top(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, first: 
         "request" => {
             let (s, filter) = stream.ok_or(Status::NotFound)?;
             if s.network {
-                // A TCP connection has no request (observed in Envoy 1.40:
-                // even `request.protocol` is NOT_FOUND).
-                return Err(Status::NotFound);
+                return network_request_property(s, field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1));
             }
             request_property(s, s.holds_request_headers(filter), field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
         }
@@ -193,6 +191,18 @@ fn node_property(facts: &ProxyFacts, rest: &[&str]) -> HostResult<(Prop, usize)>
         Some("cluster") => Ok((Prop::Str(facts.node.cluster.clone()), 1)),
         Some("metadata") => Ok((Prop::Json(Json::Object(facts.node.metadata.clone())), 1)),
         Some(_) => Err(Status::NotFound),
+    }
+}
+
+/// `request.*` on a TCP connection (observed in Envoy 1.40): the start
+/// time and the bytes read from the client so far; no protocol (how a
+/// plugin tells a TCP context from an HTTP one), no duration, no headers.
+fn network_request_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
+    match field {
+        "time" => Ok(Prop::Timestamp(s.start_ns as i64)),
+        "size" | "total_size" => Ok(Prop::Int(s.bytes_received as i64)),
+        "headers_bytes" => Ok(Prop::Int(0)),
+        _ => Err(Status::NotFound),
     }
 }
 
@@ -243,9 +253,15 @@ fn request_property(s: &HttpStream, headers_held: bool, field: &str) -> HostResu
 fn response_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
     let done = s.phase == Some(Phase::Log);
     if s.network {
-        // Of the response facts only the flags exist for a TCP connection
-        // (e.g. UF when the upstream refused it).
-        return if field == "flags" { Ok(Prop::Uint(s.response_flags)) } else { Err(Status::NotFound) };
+        // What a TCP connection's stream info has (observed in Envoy 1.40):
+        // the bytes written to the client so far and the flags (UF,URX when
+        // the upstream refused it); no code, details or headers.
+        return match field {
+            "flags" => Ok(Prop::Uint(s.response_flags)),
+            "size" | "total_size" => Ok(Prop::Int(s.bytes_sent as i64)),
+            "headers_bytes" => Ok(Prop::Int(0)),
+            _ => Err(Status::NotFound),
+        };
     }
     match field {
         "code" => s.response_code.map(|c| Prop::Int(c as i64)).ok_or(Status::NotFound),

@@ -126,6 +126,12 @@ pub struct HttpStream {
     /// Network filters: the TLS handshake has not finished yet (during
     /// `on_new_connection`), so the connection reads as plaintext.
     pub tls_pending: bool,
+    /// Network filters: bytes read from the client (each read's whole
+    /// buffer, before any filter) and written to it (after the filters),
+    /// Envoy's `bytesReceived` / `bytesSent` behind `request.size` /
+    /// `response.size`.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
     pub request_headers: HeaderMap,
     /// The body buffer the current filter sees (accumulated while it buffers).
     pub request_body: Vec<u8>,

@@ -56,9 +56,11 @@ struct TcpRun<'p> {
     /// Upstream bytes not yet written to the client.
     write_buffer: Vec<u8>,
     write_end: bool,
-    /// The FIN has been passed on upstream / downstream.
-    upstream_got_fin: bool,
+    /// The upstream's FIN has been passed on to the client.
     client_got_fin: bool,
+    /// The read filter that returned StopIteration last, if the read side is
+    /// held (a later `proxy_continue_stream(Downstream)` resumes after it).
+    paused_at: Option<usize>,
     closed: bool,
     failure: Option<PluginFailure>,
     result: ConnectionResult,
@@ -79,8 +81,6 @@ impl Proxy {
             connection: spec.connection.clone().unwrap_or_else(|| default_conn.clone()),
             connection_id: self.next_stream_id,
             start_ns: self.state.borrow().now_ns(),
-            held_request_headers: vec![false; n],
-            held_response_headers: vec![false; n],
             tls_pending: true,
             ..Default::default()
         }));
@@ -97,8 +97,8 @@ impl Proxy {
             read_end: false,
             write_buffer: Vec::new(),
             write_end: false,
-            upstream_got_fin: false,
             client_got_fin: false,
+            paused_at: None,
             closed: false,
             failure: None,
             result: ConnectionResult { name: spec.name.clone(), ..Default::default() },
@@ -122,6 +122,9 @@ impl Proxy {
         if !run.closed && !run.write_end {
             run.step(TcpStep::Close(Side::Upstream));
         }
+        // Still open (a filter holds a FIN back): the client gives up and
+        // drops the connection, as the envoy engine's client does.
+        run.close(PEER_REMOTE);
         let mut result = std::mem::take(&mut run.result);
         result.upstream_received = String::from_utf8_lossy(&run.upstream_received).into_owned();
         result.downstream_received = String::from_utf8_lossy(&run.downstream_received).into_owned();
@@ -142,6 +145,8 @@ impl TcpRun<'_> {
                 self.read_buffer.extend_from_slice(&bytes);
                 self.read_pass(0);
             }
+            // Without an upstream connection there is nobody to send.
+            TcpStep::UpstreamData(_) | TcpStep::Close(Side::Upstream) if !self.result.upstream_connected => {}
             TcpStep::UpstreamData(bytes) => {
                 self.write_buffer.extend_from_slice(&bytes);
                 self.write_pass();
@@ -159,7 +164,21 @@ impl TcpRun<'_> {
                 self.write_pass();
             }
             TcpStep::ResetDownstream => self.close(PEER_REMOTE),
-            TcpStep::Advance(ms) => self.proxy.advance(ms),
+            TcpStep::Advance(ms) => {
+                self.proxy.advance(ms);
+                self.after_async_callbacks();
+            }
+        }
+    }
+
+    /// A timer or callout callback may have asked (through
+    /// `proxy_set_effective_context`) to close the connection or to resume
+    /// the held read side.
+    fn after_async_callbacks(&mut self) {
+        if std::mem::take(&mut self.conn.borrow_mut().close_requested) {
+            self.close(PEER_LOCAL);
+        } else if let Some(filter) = self.paused_at {
+            self.resume_if_asked(filter);
         }
     }
 
@@ -188,7 +207,11 @@ impl TcpRun<'_> {
         self.conn.borrow_mut().phase = Some(phase);
         let mut full = vec![ctx as i32];
         full.extend_from_slice(args);
-        let action = match self.call(filter, export, &full) {
+        let outcome = self.call(filter, export, &full);
+        // Outside a callback the data buffers are gone (NOT_FOUND), as in
+        // Envoy.
+        self.conn.borrow_mut().phase = Some(Phase::Async);
+        let action = match outcome {
             None | Some(CallOutcome::Trapped(_)) => return self.failed(filter),
             Some(CallOutcome::Returned(r)) => r.unwrap_or(0) as i32,
             Some(CallOutcome::Missing) => 0,
@@ -211,6 +234,14 @@ impl TcpRun<'_> {
     /// One pass of the read filters from `from` (Envoy's onContinueReading),
     /// ending in `tcp_proxy`.
     fn read_pass(&mut self, from: usize) {
+        if from == 0 {
+            // Envoy counts a read into the connection's bytesReceived
+            // (`request.size`) as the whole buffer it hands the filters, so
+            // bytes a filter held are counted again with the next read
+            // (observed in Envoy 1.40: 3, then 3+2 held, then 5 at the FIN
+            // give 13).
+            self.conn.borrow_mut().bytes_received += self.read_buffer.len() as u64;
+        }
         for filter in from..self.chain.len() {
             if self.closed {
                 return;
@@ -218,6 +249,7 @@ impl TcpRun<'_> {
             if !self.initialized[filter] {
                 self.initialized[filter] = true;
                 if !self.hook(filter, Phase::ConnectionEvent, "proxy_on_new_connection", &[]) {
+                    self.paused_at = Some(filter);
                     return self.resume_if_asked(filter);
                 }
             }
@@ -230,9 +262,11 @@ impl TcpRun<'_> {
             let go_on = self.hook(filter, Phase::DownstreamData, "proxy_on_downstream_data", &[len, end as i32]);
             self.read_buffer = std::mem::take(&mut self.conn.borrow_mut().downstream_data);
             if !go_on {
+                self.paused_at = Some(filter);
                 return self.resume_if_asked(filter);
             }
         }
+        self.paused_at = None;
         if !self.closed {
             self.tcp_proxy_read();
         }
@@ -262,9 +296,6 @@ impl TcpRun<'_> {
             self.result.upstream_connected = true;
         }
         self.upstream_received.append(&mut self.read_buffer);
-        if self.read_end && !self.upstream_got_fin {
-            self.upstream_got_fin = true;
-        }
     }
 
     /// Upstream data (and FIN) through the write filters, last filter first.
@@ -296,6 +327,7 @@ impl TcpRun<'_> {
                 return;
             }
         }
+        self.conn.borrow_mut().bytes_sent += self.write_buffer.len() as u64;
         self.downstream_received.append(&mut self.write_buffer);
         if self.write_end && !self.client_got_fin {
             self.client_got_fin = true;

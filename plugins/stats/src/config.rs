@@ -236,10 +236,16 @@ fn proto_duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
 }
 
 /// `<number><unit>` repeated (units `h`, `m`, `s`, `ms`, `us`, `µs`, `ns`),
-/// non-negative; fractions allowed. Milliseconds, rounded down.
+/// non-negative; fractions allowed; a bare `0` as in Go and absl.
+/// Milliseconds: a positive duration under 1 ms counts as 1 ms (it must not
+/// turn into 0, which means "off" for the reporting interval), others are
+/// rounded down.
 pub fn parse_duration_ms(s: &str) -> Option<u64> {
     if s.is_empty() {
         return None;
+    }
+    if s == "0" {
+        return Some(0);
     }
     let mut rest = s;
     let mut total_ns: f64 = 0.0;
@@ -267,7 +273,7 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     if !ms.is_finite() || ms > u64::MAX as f64 {
         return None;
     }
-    Some(ms as u64)
+    Some(if total_ns > 0.0 && ms < 1.0 { 1 } else { ms as u64 })
 }
 
 #[cfg(test)]
@@ -365,6 +371,9 @@ mod tests {
         assert_eq!(parse_duration_ms("250ms"), Some(250));
         assert_eq!(parse_duration_ms("2h"), Some(7_200_000));
         assert_eq!(parse_duration_ms("1000000ns"), Some(1));
+        assert_eq!(parse_duration_ms("0"), Some(0));
+        assert_eq!(parse_duration_ms("0s"), Some(0));
+        assert_eq!(parse_duration_ms("500us"), Some(1), "positive stays positive");
         for bad in ["", "s", "5", "-5s", "5 s", "5d", "1e3s", "..s"] {
             assert_eq!(parse_duration_ms(bad), None, "{bad}");
         }

@@ -136,16 +136,16 @@ pub struct RequestFacts {
     pub tcp: bool,
 }
 
-/// One TCP connection as the stats filter follows it: the bytes seen so far
-/// (counted in the data callbacks, as Istio's Wasm plugin did), what has
+/// One TCP connection as the stats filter follows it: the connection's byte
+/// totals (as Istio's stats filter reads them from the connection), what has
 /// been reported, and the labels, which are fixed at the first report (as
 /// Istio's stats filter does).
 #[derive(Debug, Default)]
 pub struct TcpConnection {
-    /// Bytes from the client (`on_downstream_data`).
-    pub received: u64,
-    /// Bytes to the client (`on_upstream_data`).
-    pub sent: u64,
+    /// Bytes read from the client so far.
+    received: u64,
+    /// Bytes written to the client so far.
+    sent: u64,
     reported_received: u64,
     reported_sent: u64,
     /// Standard label values and dimension values, once reported.
@@ -155,6 +155,13 @@ pub struct TcpConnection {
 impl TcpConnection {
     pub fn reported(&self) -> bool {
         self.labels.is_some()
+    }
+
+    /// The connection's byte totals now; totals never go back, so a
+    /// smaller value (a host that lost count) is ignored.
+    pub fn set_totals(&mut self, received: u64, sent: u64) {
+        self.received = self.received.max(received);
+        self.sent = self.sent.max(sent);
     }
 }
 
@@ -599,8 +606,8 @@ impl<E: Expression> Stats<E> {
             let standard = self.standard_values(&facts).into_iter().map(Cow::into_owned).collect();
             (standard, self.dimension_values(attrs))
         });
-        let received = conn.received - conn.reported_received;
-        let sent = conn.sent - conn.reported_sent;
+        let received = conn.received.saturating_sub(conn.reported_received);
+        let sent = conn.sent.saturating_sub(conn.reported_sent);
         conn.reported_received = conn.received;
         conn.reported_sent = conn.sent;
         let values = if end { self.custom_values(attrs) } else { Vec::new() };
@@ -854,7 +861,8 @@ mod tests {
             Reporter::Destination,
         );
         let mut sink = Sink::default();
-        let mut conn = TcpConnection { received: 5, sent: 8, ..Default::default() };
+        let mut conn = TcpConnection::default();
+        conn.set_totals(5, 8);
         let mut gathered = 0;
         // A tick before the peer is known reports nothing.
         s.report_tcp(&mut conn, false, false, || unreachable!(), &attrs(""), &mut sink);
@@ -886,9 +894,9 @@ mod tests {
 
         // Later reports add only what is new; the close counts closed and
         // the custom metrics; the labels are not gathered again.
-        conn.received += 10;
+        conn.set_totals(15, 8);
         s.report_tcp(&mut conn, false, true, || unreachable!(), &attrs(""), &mut sink);
-        conn.sent += 2;
+        conn.set_totals(3, 10);
         s.report_tcp(&mut conn, true, true, || unreachable!(), &attrs(""), &mut sink);
         assert_eq!(gathered, 1);
         assert_eq!(sink.counter(&opened), Some(1), "opened once");

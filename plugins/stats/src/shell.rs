@@ -14,9 +14,9 @@ use meshwasm_sdk::istio::{
     decode_peer_metadata_header, decode_struct, is_grpc_content_type, WorkloadInfo, PEER_METADATA_HEADER,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{ContextType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -56,8 +56,10 @@ struct State {
     /// never change, and `xds.node` is large (Envoy lists every extension
     /// in it), so it is fetched and decoded once per VM, not per request.
     node_attributes: RefCell<HashMap<Vec<String>, Option<AttrValue>>>,
-    /// Open TCP connections by context id (network filter only).
-    connections: HashMap<u32, TcpConnection>,
+    /// Open TCP connections by context id (network filter only); ordered so
+    /// that reports (and which label sets reach the cardinality cap first)
+    /// follow the connections' creation order.
+    connections: BTreeMap<u32, TcpConnection>,
     /// `tcp_reporting_duration` in milliseconds; 0 disables periodic reports.
     tcp_reporting_ms: u64,
     /// The root's timer runs (started with the first TCP connection).
@@ -84,20 +86,35 @@ impl State {
         let State { stats, connections, node_attributes, .. } = self;
         let (Some(stats), Some(conn)) = (stats.as_mut(), connections.get_mut(&context_id)) else { return };
         let reporter = stats.reporter();
+        // The connection's byte counts (Envoy's bytesReceived / bytesSent),
+        // as Istio's filter reads them: every byte once, whatever other
+        // filters hold back or change.
+        let total = |path: &[&str]| host::property_i64(path).map_or(0, |n| n.max(0) as u64);
+        conn.set_totals(total(&["request", "total_size"]), total(&["response", "total_size"]));
         let peer_known = conn.reported() || tcp_peer_known(reporter);
         let attrs = RequestAttributes { host: HostAttributes::new(), node: node_attributes };
-        let gather_tcp = || RequestFacts { tcp: true, ..gather(reporter, false) };
-        stats.report_tcp(conn, end, peer_known, gather_tcp, &attrs, &mut HostSink);
+        stats.report_tcp(conn, end, peer_known, || gather_tcp(reporter), &attrs, &mut HostSink);
     }
 }
 
 /// Whether metadata exchange has run for the connection's peer: it left the
 /// peer's metadata, or its marker that there is none.
+/// Metadata exchange writes `wasm.<key>` (Istio's Wasm-era filter, read as
+/// the top-level name) or `<key>` (Istio's native filter: the downstream
+/// connection's filter state on the server side, the upstream connection's
+/// on the client side).
 fn tcp_peer_known(reporter: Reporter) -> bool {
     let peer = if reporter.is_server() { "downstream_peer" } else { "upstream_peer" };
-    host::property(&[peer]).is_some()
-        || host::property(&["peer_not_found"]).is_some()
-        || host::property(&["filter_state", "peer_not_found"]).is_some()
+    [
+        &[peer][..],
+        &["filter_state", peer],
+        &["upstream_filter_state", peer],
+        &["peer_not_found"],
+        &["filter_state", "peer_not_found"],
+        &["upstream_filter_state", "peer_not_found"],
+    ]
+    .iter()
+    .any(|path| host::property(path).is_some())
 }
 
 /// The host's attributes for one request, with node attributes from the
@@ -182,7 +199,7 @@ impl RootContext for StatsRoot {
                     stats: Some(stats),
                     reporter_settled: fixed.is_some() || direction.is_some(),
                     node_attributes: RefCell::default(),
-                    connections: HashMap::new(),
+                    connections: BTreeMap::new(),
                     tcp_reporting_ms: config.tcp_reporting_duration.unwrap_or(DEFAULT_TCP_REPORTING_MS),
                     ticking: false,
                 };
@@ -210,16 +227,18 @@ impl RootContext for StatsRoot {
         state.connections.insert(context_id, TcpConnection::default());
         if !state.ticking && state.tcp_reporting_ms > 0 {
             // Called while the connection's context is being created: the
-            // timer is set on its root, this one.
-            state.ticking =
-                proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(state.tcp_reporting_ms)).is_ok();
+            // timer is set on its root, this one. The ABI takes a u32 of ms.
+            let ms = state.tcp_reporting_ms.min(u64::from(u32::MAX));
+            let _ = proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(ms));
+            state.ticking = true;
         }
         Some(Box::new(StatsConnection { stats: self.stats.clone(), context_id }))
     }
 
     /// Periodic TCP reports: each open connection in turn, with host calls
-    /// pointed at it (one timer per VM, as Istio's Wasm plugin had; Istio's
-    /// native filter has one per connection, which proxy-wasm cannot do).
+    /// pointed at it (one timer per root context, as Istio's Wasm plugin had;
+    /// Istio's native filter has one per connection, which proxy-wasm
+    /// cannot do).
     fn on_tick(&mut self) {
         let mut state = self.stats.borrow_mut();
         let ids: Vec<u32> = state.connections.keys().copied().collect();
@@ -310,6 +329,30 @@ fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
     }
 }
 
+/// What a TCP report needs: no request or response facts beyond the flags
+/// (a TCP connection has no code, headers or protocol to read).
+fn gather_tcp(reporter: Reporter) -> RequestFacts {
+    let san = |path: &[&str]| host::property_string(path).unwrap_or_default();
+    let mut facts = RequestFacts {
+        tcp: true,
+        response_flags: host::property_i64(&["response", "flags"]).map_or(0, |f| f as u64),
+        cluster_name: host::property_string(&["xds", "cluster_name"]).unwrap_or_default(),
+        cluster_service: cluster_service(),
+        ..Default::default()
+    };
+    if reporter.is_server() {
+        facts.downstream_peer = peer(MapType::HttpRequestHeaders, "downstream_peer");
+        facts.downstream_peer_san = san(&["connection", "uri_san_peer_certificate"]);
+        facts.downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
+    }
+    if reporter != Reporter::Destination {
+        facts.upstream_peer = peer(MapType::HttpResponseHeaders, "upstream_peer");
+        facts.upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
+        facts.upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
+    }
+    facts
+}
+
 impl HttpContext for StatsStream {
     fn on_log(&mut self) {
         let mut guard = self.stats.borrow_mut();
@@ -322,8 +365,9 @@ impl HttpContext for StatsStream {
     }
 }
 
-/// A TCP connection through the network filter: counts the bytes each way
-/// and never holds data back.
+/// A TCP connection through the network filter. It never holds data back
+/// (the default data callbacks return Continue); it reports on the root's
+/// timer and when the connection closes.
 struct StatsConnection {
     stats: Shared,
     context_id: u32,
@@ -332,20 +376,6 @@ struct StatsConnection {
 impl Context for StatsConnection {}
 
 impl StreamContext for StatsConnection {
-    fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        if let Some(c) = self.stats.borrow_mut().connections.get_mut(&self.context_id) {
-            c.received += data_size as u64;
-        }
-        Action::Continue
-    }
-
-    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        if let Some(c) = self.stats.borrow_mut().connections.get_mut(&self.context_id) {
-            c.sent += data_size as u64;
-        }
-        Action::Continue
-    }
-
     /// Envoy calls on_log once, right after the connection closed.
     fn on_log(&mut self) {
         let mut state = self.stats.borrow_mut();

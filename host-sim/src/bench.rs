@@ -11,6 +11,9 @@ use std::time::Instant;
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub scenario: String,
+    /// `streams` or `connections`: what one "request" is.
+    pub replayed: String,
+    /// The plugins of the replayed chain (HTTP or network).
     pub plugins: Vec<String>,
     pub requests: usize,
     pub total_seconds: f64,
@@ -19,7 +22,8 @@ pub struct BenchReport {
 }
 
 pub fn run(scenario: &Scenario, requests: usize) -> anyhow::Result<BenchReport> {
-    let units = if scenario.streams.is_empty() { scenario.connections.len() } else { scenario.streams.len() };
+    let tcp = scenario.streams.is_empty();
+    let units = if tcp { scenario.connections.len() } else { scenario.streams.len() };
     anyhow::ensure!(units > 0, "the scenario has no streams or connections to replay");
     let mut proxy = Proxy::start(scenario, VmLimits::default())?;
     if !proxy.ready() {
@@ -27,7 +31,7 @@ pub fn run(scenario: &Scenario, requests: usize) -> anyhow::Result<BenchReport> 
         anyhow::bail!("plugins did not start: {}", why.join("; "));
     }
     let mut replay = |i: usize| {
-        if scenario.streams.is_empty() {
+        if tcp {
             proxy.bench_connection(&scenario.connections[i % units], &scenario.connection);
         } else {
             proxy.bench_stream(&scenario.streams[i % units], &scenario.connection);
@@ -44,7 +48,13 @@ pub fn run(scenario: &Scenario, requests: usize) -> anyhow::Result<BenchReport> 
     let total = start.elapsed().as_secs_f64();
     Ok(BenchReport {
         scenario: scenario.name.clone(),
-        plugins: scenario.plugins.iter().map(|p| p.display_name()).collect(),
+        replayed: if tcp { "connections" } else { "streams" }.into(),
+        plugins: scenario
+            .plugins
+            .iter()
+            .filter(|p| (p.plugin_type == crate::scenario::PluginType::Network) == tcp)
+            .map(|p| p.display_name())
+            .collect(),
         requests,
         total_seconds: total,
         ns_per_request: total * 1e9 / requests as f64,

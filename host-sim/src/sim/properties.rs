@@ -324,20 +324,26 @@ pub(crate) fn peer_digest(cert: &CertificateSpec) -> String {
 }
 
 fn connection_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
-    // Before the handshake (a network filter's on_new_connection) Envoy
-    // knows nothing of the TLS session (observed in 1.40: `connection.mtls`
-    // is false there and true from the first data on).
-    let plaintext = ConnectionSpec { requested_server_name: s.connection.requested_server_name.clone(), ..Default::default() };
-    let c = if s.tls_pending { &plaintext } else { &s.connection };
+    let c = &s.connection;
     let tls = c.is_tls();
-    let peer = peer_certificate(c);
+    // Before the handshake (a network filter's on_new_connection) Envoy has
+    // its own certificate but nothing of the client's (observed in 1.40:
+    // `connection.mtls` false, peer fields missing, local ones present).
+    let peer = if s.tls_pending { None } else { peer_certificate(c) };
     let local = local_certificate(c);
     let first = |v: &[String]| v.first().cloned().map(Prop::Str).ok_or(Status::NotFound);
     match field {
         "id" => Ok(Prop::Uint(s.connection_id)),
-        "mtls" => Ok(Prop::Bool(c.mtls)),
+        "mtls" => Ok(Prop::Bool(peer.is_some())),
         "requested_server_name" => Ok(Prop::Str(c.requested_server_name.clone().unwrap_or_default())),
-        "tls_version" if tls => Ok(Prop::Str("TLSv1.3".into())),
+        "tls_version" if tls => {
+            // Envoy remembers the first answer: read before the handshake
+            // it is BoringSSL's initial `TLSv1.2`, and stays that (observed
+            // in 1.40); after it, the negotiated TLSv1.3.
+            let mut seen = s.tls_version_seen.borrow_mut();
+            let v = seen.get_or_insert_with(|| if s.tls_pending { "TLSv1.2" } else { "TLSv1.3" }.to_string());
+            Ok(Prop::Str(v.clone()))
+        }
         "subject_local_certificate" => local.map(|l| Prop::Str(l.subject)).ok_or(Status::NotFound),
         "subject_peer_certificate" => peer.map(|p| Prop::Str(p.subject)).ok_or(Status::NotFound),
         "uri_san_local_certificate" => local.map_or(Err(Status::NotFound), |l| first(&l.uri_sans)),

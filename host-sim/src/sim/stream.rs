@@ -126,6 +126,8 @@ pub struct HttpStream {
     /// Network filters: the TLS handshake has not finished yet (during
     /// `on_new_connection`), so the connection reads as plaintext.
     pub tls_pending: bool,
+    /// `connection.tls_version` as first answered (Envoy caches it).
+    pub tls_version_seen: std::cell::RefCell<Option<String>>,
     /// Network filters: bytes read from the client (each read's whole
     /// buffer, before any filter) and written to it (after the filters),
     /// Envoy's `bytesReceived` / `bytesSent` behind `request.size` /

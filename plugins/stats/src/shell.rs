@@ -86,9 +86,10 @@ impl State {
         let State { stats, connections, node_attributes, .. } = self;
         let (Some(stats), Some(conn)) = (stats.as_mut(), connections.get_mut(&context_id)) else { return };
         let reporter = stats.reporter();
-        // The connection's byte counts (Envoy's bytesReceived / bytesSent),
-        // as Istio's filter reads them: every byte once, whatever other
-        // filters hold back or change.
+        // The connection's own byte counts (Envoy's bytesReceived /
+        // bytesSent), as Istio's filter reads its connection's counts, not
+        // what this filter happened to be offered. Envoy counts bytes a
+        // later filter holds back again with each read, and so do these.
         let total = |path: &[&str]| host::property_i64(path).map_or(0, |n| n.max(0) as u64);
         conn.set_totals(total(&["request", "total_size"]), total(&["response", "total_size"]));
         let peer_known = conn.reported() || tcp_peer_known(reporter);
@@ -98,11 +99,10 @@ impl State {
 }
 
 /// Whether metadata exchange has run for the connection's peer: it left the
-/// peer's metadata, or its marker that there is none.
-/// Metadata exchange writes `wasm.<key>` (Istio's Wasm-era filter, read as
-/// the top-level name) or `<key>` (Istio's native filter: the downstream
-/// connection's filter state on the server side, the upstream connection's
-/// on the client side).
+/// peer's metadata, or its marker that there is none. Istio's Wasm-era
+/// filter wrote `wasm.<key>` (read as the top-level name), its native filter
+/// writes `<key>` (the downstream connection's filter state on the server
+/// side, the upstream connection's on the client side).
 fn tcp_peer_known(reporter: Reporter) -> bool {
     let peer = if reporter.is_server() { "downstream_peer" } else { "upstream_peer" };
     [

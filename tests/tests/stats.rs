@@ -44,40 +44,9 @@ fn reviews_node() -> Value {
 
 // -------------------------------------------------- peer metadata header
 
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn pb_len(field: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![(field << 3) | 2];
-    varint(body.len(), &mut v);
-    v.extend_from_slice(body);
-    v
-}
-
-/// A JSON object as a serialized `google.protobuf.Struct` (strings and
-/// nested objects only).
+/// A JSON object as a serialized `google.protobuf.Struct`.
 fn pb_struct(obj: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in obj.as_object().unwrap() {
-        let value = match v {
-            Value::String(s) => pb_len(3, s.as_bytes()),
-            Value::Object(_) => pb_len(5, &pb_struct(v)),
-            other => panic!("unsupported {other}"),
-        };
-        let mut entry = pb_len(1, k.as_bytes());
-        entry.extend(pb_len(2, &value));
-        out.extend(pb_len(1, &entry));
-    }
-    out
+    host_sim::sim::node::encode_struct(obj.as_object().expect("a JSON object"))
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -27,6 +27,13 @@ pub fn encode_node(spec: &crate::scenario::NodeSpec) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// A JSON object as a serialized `google.protobuf.Struct`: what Envoy's
+/// node metadata and Istio's peer metadata (`x-envoy-peer-metadata`, the
+/// `downstream_peer`/`upstream_peer` filter state) are made of.
+pub fn encode_struct(map: &serde_json::Map<String, Json>) -> Vec<u8> {
+    json_object_to_struct(map).encode_to_vec()
+}
+
 pub fn json_object_to_struct(map: &serde_json::Map<String, Json>) -> Struct {
     Struct { fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
 }

@@ -96,7 +96,9 @@ fn dispatch(args: Vec<String>) -> Result<i32, String> {
                 other => return Err(format!("unknown format {other:?}: use json or text")),
             };
             match &o.output {
-                Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                Some(path) => {
+                    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?
+                }
                 None => print!("{text}"),
             }
             Ok(if result.all_expectations_passed() { 0 } else { 1 })
@@ -129,7 +131,9 @@ fn dispatch(args: Vec<String>) -> Result<i32, String> {
             Ok(0)
         }
         "wasi-run" => {
-            let Some((module, args)) = rest.split_first() else { return Err(format!("wasi-run needs a MODULE.wasm\n\n{USAGE}")) };
+            let Some((module, args)) = rest.split_first() else {
+                return Err(format!("wasi-run needs a MODULE.wasm\n\n{USAGE}"));
+            };
             let mut argv = vec![module.clone()];
             argv.extend(args.iter().cloned());
             crate::sim::command::run_command(module.as_ref(), argv).map_err(|e| format!("{e:#}"))
@@ -149,7 +153,11 @@ pub fn summary(r: &crate::RunResult) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "scenario: {} (engine {})", r.scenario, r.engine);
     for p in &r.plugins {
-        let state = if p.configured { "configured".to_string() } else { format!("REJECTED: {}", p.error.clone().unwrap_or_default()) };
+        let state = if p.configured {
+            "configured".to_string()
+        } else {
+            format!("REJECTED: {}", p.error.clone().unwrap_or_default())
+        };
         let _ = writeln!(out, "plugin {} (root_id {:?}): {state}", p.name, p.root_id);
     }
     for l in &r.logs {
@@ -160,7 +168,14 @@ pub fn summary(r: &crate::RunResult) -> String {
         match &s.upstream_request {
             Some(u) => {
                 let line = |k: &str| crate::result::header(&u.headers, k).unwrap_or("").to_string();
-                let _ = writeln!(out, "  upstream got {} {} ({} headers, {} body bytes)", line(":method"), line(":path"), u.headers.len(), u.body.len());
+                let _ = writeln!(
+                    out,
+                    "  upstream got {} {} ({} headers, {} body bytes)",
+                    line(":method"),
+                    line(":path"),
+                    u.headers.len(),
+                    u.body.len()
+                );
             }
             None => {
                 let _ = writeln!(out, "  upstream got nothing");
@@ -207,7 +222,13 @@ pub fn summary(r: &crate::RunResult) -> String {
         }
     }
     for e in &r.expectations {
-        let what = e.expectation.pointer.clone().or(e.expectation.prometheus.clone()).or(e.expectation.log_contains.clone()).unwrap_or_default();
+        let what = e
+            .expectation
+            .pointer
+            .clone()
+            .or(e.expectation.prometheus.clone())
+            .or(e.expectation.log_contains.clone())
+            .unwrap_or_default();
         let _ = writeln!(out, "expect {what}: {}", if e.passed { "ok" } else { "FAILED" });
     }
     let _ = writeln!(out, "--- prometheus ---");

@@ -93,14 +93,24 @@ pub fn diff(a: &RunResult, b: &RunResult, ignore: &Ignore) -> Vec<String> {
     for (i, (sa, sb)) in a.streams.iter().zip(&b.streams).enumerate() {
         let at = format!("streams[{i}]");
         cmp_message(&mut out, &format!("{at}.upstream_request"), &sa.upstream_request, &sb.upstream_request, ignore);
-        let reply = |s: &crate::result::StreamResult| s.local_reply.as_ref().map(|r| (r.status, r.body.clone(), r.details.clone()));
+        let reply = |s: &crate::result::StreamResult| {
+            s.local_reply.as_ref().map(|r| (r.status, r.body.clone(), r.details.clone()))
+        };
         cmp(&mut out, &format!("{at}.local_reply"), &reply(sa), &reply(sb));
-        cmp_response(&mut out, &format!("{at}.downstream_response"), &sa.downstream_response, &sb.downstream_response, ignore);
+        cmp_response(
+            &mut out,
+            &format!("{at}.downstream_response"),
+            &sa.downstream_response,
+            &sb.downstream_response,
+            ignore,
+        );
         let calls = |s: &crate::result::StreamResult| {
             s.http_calls.iter().map(|c| (c.cluster.clone(), c.body.clone(), c.response_status)).collect::<Vec<_>>()
         };
         cmp(&mut out, &format!("{at}.http_calls"), &calls(sa), &calls(sb));
-        let logs = |s: &crate::result::StreamResult| s.logs.iter().map(|l| (l.level, l.plugin.clone(), l.message.clone())).collect::<Vec<_>>();
+        let logs = |s: &crate::result::StreamResult| {
+            s.logs.iter().map(|l| (l.level, l.plugin.clone(), l.message.clone())).collect::<Vec<_>>()
+        };
         cmp(&mut out, &format!("{at}.logs"), &logs(sa), &logs(sb));
         cmp(&mut out, &format!("{at}.reset"), &sa.reset, &sb.reset);
     }
@@ -111,7 +121,9 @@ pub fn diff(a: &RunResult, b: &RunResult, ignore: &Ignore) -> Vec<String> {
         cmp(&mut out, &format!("{at}.upstream_connected"), &ca.upstream_connected, &cb.upstream_connected);
         cmp(&mut out, &format!("{at}.upstream_received"), &ca.upstream_received, &cb.upstream_received);
         cmp(&mut out, &format!("{at}.downstream_received"), &ca.downstream_received, &cb.downstream_received);
-        let logs = |c: &crate::result::ConnectionResult| c.logs.iter().map(|l| (l.level, l.plugin.clone(), l.message.clone())).collect::<Vec<_>>();
+        let logs = |c: &crate::result::ConnectionResult| {
+            c.logs.iter().map(|l| (l.level, l.plugin.clone(), l.message.clone())).collect::<Vec<_>>()
+        };
         cmp(&mut out, &format!("{at}.logs"), &logs(ca), &logs(cb));
         // Which plugin trapped; the message is the runtime's wording (V8's
         // in Envoy, wasmtime's in host-sim), as for streams.
@@ -188,8 +200,14 @@ mod tests {
             ..Default::default()
         };
         let ig = Ignore { headers: &[] };
-        assert!(diff(&with(&["vm_start", "configure", "vm_start"]), &with(&["vm_start", "vm_start", "configure"]), &ig).is_empty());
-        let d = diff(&with(&["vm_start", "configure"]), &with(&["vm_start", "configure", "vm_start", "configure"]), &ig);
+        assert!(diff(
+            &with(&["vm_start", "configure", "vm_start"]),
+            &with(&["vm_start", "vm_start", "configure"]),
+            &ig
+        )
+        .is_empty());
+        let d =
+            diff(&with(&["vm_start", "configure"]), &with(&["vm_start", "configure", "vm_start", "configure"]), &ig);
         assert!(d.iter().any(|l| l.starts_with("logs:")), "a VM more in one engine is a difference: {d:?}");
     }
 

@@ -8,8 +8,8 @@
 
 pub mod abi;
 pub mod bench;
-pub mod diff;
 pub mod cli;
+pub mod diff;
 pub mod envoy;
 pub mod pairs;
 pub mod prometheus;

@@ -181,11 +181,19 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let stats = vec![
-            Stat { name: "reporter=.=destination;.;istio_requests_total".into(), kind: MetricType::Counter, value: 2, samples: vec![] },
+            Stat {
+                name: "reporter=.=destination;.;istio_requests_total".into(),
+                kind: MetricType::Counter,
+                value: 2,
+                samples: vec![],
+            },
             Stat { name: "lat".into(), kind: MetricType::Histogram, value: 0, samples: vec![3, 700] },
         ];
         let text = render(&stats, &istio_default_stats_tags());
-        assert!(text.contains("# TYPE istio_requests_total counter\nistio_requests_total{reporter=\"destination\"} 2\n"), "{text}");
+        assert!(
+            text.contains("# TYPE istio_requests_total counter\nistio_requests_total{reporter=\"destination\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("lat_bucket{le=\"0.5\"} 0\n"), "{text}");
         assert!(text.contains("lat_bucket{le=\"5\"} 1\n"), "{text}");
         assert!(text.contains("lat_bucket{le=\"+Inf\"} 2\n"), "{text}");

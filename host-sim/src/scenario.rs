@@ -116,9 +116,9 @@ fn default_log_level() -> crate::abi::LogLevel {
 
 impl PluginSpec {
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            self.wasm.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-        })
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.wasm.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
     }
 }
 
@@ -462,11 +462,16 @@ impl Scenario {
         }
         for (i, s) in self.streams.iter().enumerate() {
             if s.request.body.is_some() && s.request.body_chunks.is_some() {
-                return err(format!("invalid scenario at `streams[{i}].request`: give `body` or `body_chunks`, not both"));
+                return err(format!(
+                    "invalid scenario at `streams[{i}].request`: give `body` or `body_chunks`, not both"
+                ));
             }
             if let Some(w) = s.worker {
                 if w >= self.workers {
-                    return err(format!("invalid scenario at `streams[{i}].worker`: {w} but only {} workers", self.workers));
+                    return err(format!(
+                        "invalid scenario at `streams[{i}].worker`: {w} but only {} workers",
+                        self.workers
+                    ));
                 }
             }
             for (name, _) in s.request.headers.iter() {
@@ -478,7 +483,10 @@ impl Scenario {
         for (i, c) in self.connections.iter().enumerate() {
             if let Some(w) = c.worker {
                 if w >= self.workers {
-                    return err(format!("invalid scenario at `connections[{i}].worker`: {w} but only {} workers", self.workers));
+                    return err(format!(
+                        "invalid scenario at `connections[{i}].worker`: {w} but only {} workers",
+                        self.workers
+                    ));
                 }
             }
             let (mut down_closed, mut up_closed) = (false, false);
@@ -510,11 +518,15 @@ impl Scenario {
                     _ => {}
                 }
                 if down_closed && up_closed && j + 1 != c.events.len() {
-                    return err(format!("invalid scenario at `{at}`: the connection is closed after this event; nothing may follow"));
+                    return err(format!(
+                        "invalid scenario at `{at}`: the connection is closed after this event; nothing may follow"
+                    ));
                 }
             }
             if c.upstream_unreachable && !c.events.is_empty() {
-                return err(format!("invalid scenario at `connections[{i}].events`: an unreachable upstream takes no events"));
+                return err(format!(
+                    "invalid scenario at `connections[{i}].events`: an unreachable upstream takes no events"
+                ));
             }
         }
         for (i, e) in self.expect.iter().enumerate() {
@@ -549,22 +561,24 @@ mod tests {
 
     #[test]
     fn wrong_types_name_their_path() {
-        let e = Scenario::from_json(
-            r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[{"request":{"headers":[[":path",1]]}}]}"#,
-        )
-        .unwrap_err();
+        let e =
+            Scenario::from_json(r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[{"request":{"headers":[[":path",1]]}}]}"#)
+                .unwrap_err();
         assert!(e.0.contains("streams[0].request.headers"), "{}", e.0);
     }
 
     #[test]
     fn expectations_need_exactly_one_form() {
-        let e = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a"}]}"#).unwrap_err();
+        let e =
+            Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a"}]}"#).unwrap_err();
         assert!(e.0.contains("expect[0]"), "{}", e.0);
     }
 
     #[test]
     fn an_expected_null_is_kept() {
-        let s = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a","equals":null}]}"#).unwrap();
+        let s =
+            Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"streams":[],"expect":[{"pointer":"/a","equals":null}]}"#)
+                .unwrap();
         assert_eq!(s.expect[0].equals, Some(Value::Null));
     }
 

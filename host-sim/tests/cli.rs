@@ -5,7 +5,11 @@ use std::process::Command;
 
 fn host_sim(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_host-sim")).args(args).output().expect("run host-sim");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn scenario_file(name: &str, body: serde_json::Value) -> std::path::PathBuf {
@@ -38,11 +42,14 @@ fn wasm_file(name: &str, wat: &str) -> String {
 #[test]
 fn a_scenario_that_runs_and_passes_exits_0() {
     let wasm = wasm_file("ok", PASS_THROUGH);
-    let path = scenario_file("ok", serde_json::json!({
-        "plugins": [{"wasm": wasm}],
-        "streams": [{"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"]]}, "upstream": {"status": 204}}],
-        "expect": [{"pointer": "/streams/0/downstream_response/status", "equals": 204}]
-    }));
+    let path = scenario_file(
+        "ok",
+        serde_json::json!({
+            "plugins": [{"wasm": wasm}],
+            "streams": [{"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"]]}, "upstream": {"status": 204}}],
+            "expect": [{"pointer": "/streams/0/downstream_response/status", "equals": 204}]
+        }),
+    );
     let (code, stdout, _) = host_sim(&["run", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}");
     let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -52,11 +59,14 @@ fn a_scenario_that_runs_and_passes_exits_0() {
 #[test]
 fn a_failed_expectation_exits_1_and_shows_what_was_found() {
     let wasm = wasm_file("fail", PASS_THROUGH);
-    let path = scenario_file("fail", serde_json::json!({
-        "plugins": [{"wasm": wasm}],
-        "streams": [{"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"]]}, "upstream": {"status": 204}}],
-        "expect": [{"pointer": "/streams/0/downstream_response/status", "equals": 200}]
-    }));
+    let path = scenario_file(
+        "fail",
+        serde_json::json!({
+            "plugins": [{"wasm": wasm}],
+            "streams": [{"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"]]}, "upstream": {"status": 204}}],
+            "expect": [{"pointer": "/streams/0/downstream_response/status", "equals": 200}]
+        }),
+    );
     let (code, stdout, _) = host_sim(&["run", path.to_str().unwrap()]);
     assert_eq!(code, 1);
     let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -66,7 +76,8 @@ fn a_failed_expectation_exits_1_and_shows_what_was_found() {
 
 #[test]
 fn bad_input_exits_2_naming_the_problem() {
-    let typo = scenario_file("typo", serde_json::json!({"plugins": [{"wasm": "x.wasm", "rootid": "x"}], "streams": []}));
+    let typo =
+        scenario_file("typo", serde_json::json!({"plugins": [{"wasm": "x.wasm", "rootid": "x"}], "streams": []}));
     let (code, _, stderr) = host_sim(&["run", typo.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(stderr.contains("plugins[0]") && stderr.contains("rootid"), "{stderr}");
@@ -75,7 +86,8 @@ fn bad_input_exits_2_naming_the_problem() {
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read scenario /nonexistent/scenario.json"), "{stderr}");
 
-    let missing_wasm = scenario_file("nowasm", serde_json::json!({"plugins": [{"wasm": "/nonexistent/p.wasm"}], "streams": []}));
+    let missing_wasm =
+        scenario_file("nowasm", serde_json::json!({"plugins": [{"wasm": "/nonexistent/p.wasm"}], "streams": []}));
     let (code, _, stderr) = host_sim(&["run", missing_wasm.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read plugin /nonexistent/p.wasm"), "{stderr}");

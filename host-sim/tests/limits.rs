@@ -60,7 +60,13 @@ fn an_endless_loop_is_interrupted_and_fails_the_stream() {
 fn memory_growth_past_the_limit_fails_instead_of_exhausting_the_host() {
     // Asks for 2 GiB more memory; the limit (64 MiB) refuses, memory.grow
     // returns -1, and the module then traps on purpose.
-    let s = scenario(&module("grow", "(if (i32.eq (memory.grow (i32.const 32768)) (i32.const -1)) (then unreachable)) (i32.const 0)"), false);
+    let s = scenario(
+        &module(
+            "grow",
+            "(if (i32.eq (memory.grow (i32.const 32768)) (i32.const -1)) (then unreachable)) (i32.const 0)",
+        ),
+        false,
+    );
     let limits = VmLimits { max_memory_bytes: 64 << 20, ..Default::default() };
     let mut proxy = Proxy::start(&s, limits).unwrap();
     let result = proxy.run_streams(&s);

@@ -114,9 +114,16 @@ pub fn encoding(path: &[&str]) -> Encoding {
         ["connection", field] => match *field {
             "id" => Uint,
             "mtls" => Bool,
-            "requested_server_name" | "tls_version" | "subject_local_certificate" | "subject_peer_certificate"
-            | "uri_san_local_certificate" | "uri_san_peer_certificate" | "dns_san_local_certificate"
-            | "dns_san_peer_certificate" | "sha256_peer_certificate_digest" | "termination_details"
+            "requested_server_name"
+            | "tls_version"
+            | "subject_local_certificate"
+            | "subject_peer_certificate"
+            | "uri_san_local_certificate"
+            | "uri_san_peer_certificate"
+            | "dns_san_local_certificate"
+            | "dns_san_peer_certificate"
+            | "sha256_peer_certificate_digest"
+            | "termination_details"
             | "transport_failure_reason" => String,
             _ => Unknown,
         },

@@ -28,12 +28,26 @@ fn host_sim_matches_real_envoy_on_every_conformance_scenario() {
     for path in &files {
         let scenario = Scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
         for p in &scenario.plugins {
-            assert!(p.wasm.exists(), "{} is missing: run `cargo build --target wasm32-wasip1 --release`", p.wasm.display());
+            assert!(
+                p.wasm.exists(),
+                "{} is missing: run `cargo build --target wasm32-wasip1 --release`",
+                p.wasm.display()
+            );
         }
         let on_sim = sim::run(&scenario).unwrap_or_else(|e| panic!("{}: host-sim: {e:#}", path.display()));
         let on_envoy = envoy::run_scenario(&scenario).unwrap_or_else(|e| panic!("{}: envoy: {e:#}", path.display()));
-        assert!(on_sim.all_expectations_passed(), "{}: host-sim failed its expectations: {:#?}", path.display(), on_sim.expectations);
-        assert!(on_envoy.all_expectations_passed(), "{}: envoy failed its expectations: {:#?}", path.display(), on_envoy.expectations);
+        assert!(
+            on_sim.all_expectations_passed(),
+            "{}: host-sim failed its expectations: {:#?}",
+            path.display(),
+            on_sim.expectations
+        );
+        assert!(
+            on_envoy.all_expectations_passed(),
+            "{}: envoy failed its expectations: {:#?}",
+            path.display(),
+            on_envoy.expectations
+        );
         let ignore = diff::Ignore { headers: envoy::HOST_SPECIFIC_HEADERS };
         for d in diff::diff(&on_sim, &on_envoy, &ignore) {
             failures.push(format!("{}: {d}", path.file_name().unwrap().to_string_lossy()));

@@ -173,7 +173,11 @@ fn response_headers_are_read_and_rewritten() {
     assert_eq!(values(&down.headers, "x-added"), ["r"]);
     assert_eq!(values(&down.headers, "x-rep"), ["b"]);
     assert!(values(&down.headers, "x-drop").is_empty());
-    assert_eq!(one(&down.headers, "x-echo-response-code"), "202", "response.code read as an int64 in on_response_headers");
+    assert_eq!(
+        one(&down.headers, "x-echo-response-code"),
+        "202",
+        "response.code read as an int64 in on_response_headers"
+    );
     assert_eq!(one(&down.headers, "x-echo-xds-node-cluster"), "app.default", "the default node cluster");
 }
 
@@ -200,7 +204,10 @@ fn trailers_are_read_and_rewritten_on_both_sides() {
     assert_eq!(up.trailers, vec![("x-rt".to_string(), "2".to_string()), ("x-t".to_string(), "replaced".to_string())]);
     assert_eq!(up.body, "b");
     let down = s.downstream_response.as_ref().unwrap();
-    assert_eq!(down.trailers, vec![("grpc-status".to_string(), "0".to_string()), ("x-respt".to_string(), "9".to_string())]);
+    assert_eq!(
+        down.trailers,
+        vec![("grpc-status".to_string(), "0".to_string()), ("x-respt".to_string(), "9".to_string())]
+    );
     // Size after the edits: "grpc-status"+"0" + "x-respt"+"9".
     assert_eq!(logged(&s.logs, "respt_size="), (11 + 1 + 7 + 1).to_string());
 }
@@ -254,7 +261,8 @@ fn buffered_body_followed_by_trailers_is_not_lost() {
     assert_eq!(up.body, "abcd");
     assert_eq!(values(&up.trailers, "x-t"), ["1"]);
     // The next filter saw the data a released, before the trailers.
-    let b: Vec<&str> = s.logs.iter().filter(|l| l.plugin == "b").filter_map(|l| l.message.strip_prefix("lifecycle ")).collect();
+    let b: Vec<&str> =
+        s.logs.iter().filter(|l| l.plugin == "b").filter_map(|l| l.message.strip_prefix("lifecycle ")).collect();
     let body_at = b.iter().position(|e| e.starts_with("request_body size=4")).expect("b saw the body");
     let trailers_at = b.iter().position(|e| e.starts_with("request_trailers")).expect("b saw the trailers");
     assert!(body_at < trailers_at, "{b:?}");
@@ -265,18 +273,49 @@ fn buffered_body_followed_by_trailers_is_not_lost() {
 #[test]
 fn properties_of_every_family() {
     let actions = [
-        "prop=request.path", "prop=request.url_path", "prop=request.query", "prop=request.host", "prop=request.method",
-        "prop=request.scheme", "prop=request.useragent", "prop=request.referer", "prop=request.id", "prop=request.protocol",
-        "prop=request.time:i64", "prop=request.headers.user-agent", "prop=request.headers:pairs",
-        "prop=connection.mtls:bool", "prop=connection.requested_server_name", "prop=connection.tls_version",
-        "prop=connection.uri_san_peer_certificate", "prop=connection.uri_san_local_certificate",
-        "prop=connection.subject_peer_certificate", "prop=source.address", "prop=source.port:i64",
-        "prop=destination.address", "prop=destination.port:i64", "prop=xds.node.id", "prop=xds.node.cluster",
-        "prop=xds.node.metadata.MESH_ID", "prop=xds.node.metadata.REPLICAS:f64", "prop=xds.node:len", "prop=xds.cluster_name",
-        "prop=xds.listener_direction:i64", "prop=plugin_root_id", "prop=plugin_name", "prop=plugin_vm_id", "prop=no_such",
-        "prop=response.code:i64@resph", "prop=response.headers.x-up@resph", "prop=request.path@resph",
-        "prop=response.code_details@log", "prop=response.size:i64@log", "prop=request.size:i64@log",
-        "prop=request.duration:i64@log", "prop=upstream.address@log", "prop=request.path@log",
+        "prop=request.path",
+        "prop=request.url_path",
+        "prop=request.query",
+        "prop=request.host",
+        "prop=request.method",
+        "prop=request.scheme",
+        "prop=request.useragent",
+        "prop=request.referer",
+        "prop=request.id",
+        "prop=request.protocol",
+        "prop=request.time:i64",
+        "prop=request.headers.user-agent",
+        "prop=request.headers:pairs",
+        "prop=connection.mtls:bool",
+        "prop=connection.requested_server_name",
+        "prop=connection.tls_version",
+        "prop=connection.uri_san_peer_certificate",
+        "prop=connection.uri_san_local_certificate",
+        "prop=connection.subject_peer_certificate",
+        "prop=source.address",
+        "prop=source.port:i64",
+        "prop=destination.address",
+        "prop=destination.port:i64",
+        "prop=xds.node.id",
+        "prop=xds.node.cluster",
+        "prop=xds.node.metadata.MESH_ID",
+        "prop=xds.node.metadata.REPLICAS:f64",
+        "prop=xds.node:len",
+        "prop=xds.cluster_name",
+        "prop=xds.listener_direction:i64",
+        "prop=plugin_root_id",
+        "prop=plugin_name",
+        "prop=plugin_vm_id",
+        "prop=no_such",
+        "prop=response.code:i64@resph",
+        "prop=response.headers.x-up@resph",
+        "prop=request.path@resph",
+        "prop=response.code_details@log",
+        "prop=response.size:i64@log",
+        "prop=request.size:i64@log",
+        "prop=request.duration:i64@log",
+        "prop=upstream.address@log",
+        "prop=request.path@log",
     ]
     .join(",");
     let r = run(json!({
@@ -337,7 +376,11 @@ fn properties_of_every_family() {
 
     // In on_response_headers the request headers are gone (NotFound).
     let in_response: Vec<&str> = s.logs.iter().filter_map(|l| l.message.strip_prefix("prop request.path=")).collect();
-    assert_eq!(in_response, ["/p/q?x=1&y=2", "<missing>", "/p/q?x=1&y=2"], "request headers, response headers, access log");
+    assert_eq!(
+        in_response,
+        ["/p/q?x=1&y=2", "<missing>", "/p/q?x=1&y=2"],
+        "request headers, response headers, access log"
+    );
     assert_eq!(prop("response.code"), "201");
     assert_eq!(prop("response.headers.x-up"), "yes");
     // Access-log phase.
@@ -369,12 +412,12 @@ fn root_context_properties_and_statuses() {
     assert_eq!(logged(&r.logs, "root_prop request.path="), "<missing>", "no stream in a root context");
     let got: Vec<(String, u32)> = statuses(&r.logs).into_iter().take(7).collect();
     let want = [
-        ("root_set_property", 1),            // no stream info: NotFound
-        ("root_get_request_header", 2),      // no map: BadArgument
+        ("root_set_property", 1),             // no stream info: NotFound
+        ("root_get_request_header", 2),       // no map: BadArgument
         ("root_get_plugin_configuration", 0), // readable inside on_configure
-        ("root_get_call_response_body", 1),  // only inside on_http_call_response
-        ("root_set_request_body", 2),        // an empty body slot: BadArgument
-        ("root_send_local_response", 0),     // always Ok
+        ("root_get_call_response_body", 1),   // only inside on_http_call_response
+        ("root_set_request_body", 2),         // an empty body slot: BadArgument
+        ("root_send_local_response", 0),      // always Ok
         ("root_continue_stream_upstream", 12),
     ];
     assert_eq!(got, want.iter().map(|(k, v)| (k.to_string(), *v)).collect::<Vec<_>>());
@@ -394,7 +437,12 @@ fn filter_state_is_shared_along_the_chain() {
     }));
     let s = the_stream(&r);
     let by = |plugin: &str, prefix: &str| -> Vec<String> {
-        s.logs.iter().filter(|l| l.plugin == plugin).filter_map(|l| l.message.strip_prefix(prefix)).map(str::to_string).collect()
+        s.logs
+            .iter()
+            .filter(|l| l.plugin == plugin)
+            .filter_map(|l| l.message.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect()
     };
     assert_eq!(by("a", "setprop "), ["from_a=hello"]);
     assert_eq!(by("b", "prop from_a="), ["hello"]);
@@ -512,7 +560,11 @@ fn local_reply_after_response_headers_resets() {
     assert!(s.reset);
     let down = s.downstream_response.as_ref().expect("the headers arrived");
     assert_eq!((down.status, one(&down.headers, "x-up"), down.body.as_str()), (200, "1", ""));
-    assert_eq!(s.local_reply.as_ref().map(|l| (l.status, l.body.as_str())), Some((500, "")), "accepted, never received");
+    assert_eq!(
+        s.local_reply.as_ref().map(|l| (l.status, l.body.as_str())),
+        Some((500, "")),
+        "accepted, never received"
+    );
 }
 
 #[test]
@@ -619,7 +671,10 @@ fn unanswered_http_calls_get_the_routers_503_or_504() {
         logged(&none.logs, "call response status="),
         "503 body=upstream connect error or disconnect/reset before headers. reset reason: connection termination headers=:status=503;content-length=95;content-type=text/plain trailers="
     );
-    assert_eq!(logged(&slow.logs, "call response status="), "504 body=upstream request timeout headers=:status=504;content-length=24;content-type=text/plain trailers=");
+    assert_eq!(
+        logged(&slow.logs, "call response status="),
+        "504 body=upstream request timeout headers=:status=504;content-length=24;content-type=text/plain trailers="
+    );
     for s in &r.streams {
         assert_eq!(s.http_calls[0].response_status, None, "the canned answer was not delivered");
         assert!(s.local_reply.is_none());
@@ -677,7 +732,8 @@ fn counters_gauges_and_histograms() {
     assert_eq!(logged(first, "gauge_add probe_inflight "), "-2 Ok value=5", "a negative increment lowers a gauge");
     assert_eq!(logged(&r.streams[1].logs, "count probe_requests "), "+1 Ok value=7");
 
-    let metric = |name: &str| r.metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} in {:?}", r.metrics));
+    let metric =
+        |name: &str| r.metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} in {:?}", r.metrics));
     assert_eq!(metric("probe_requests").value, 7);
     assert_eq!(metric("probe_inflight").value, 5);
     let hist = metric("probe_latency");
@@ -831,7 +887,10 @@ fn log_levels_are_filtered_by_the_plugins_level() {
     };
     assert_eq!(lines("quiet"), want(&["warn", "error", "critical"], 3));
     assert_eq!(lines("loud"), want(&["trace", "debug", "info", "warn", "error", "critical"], 0));
-    assert!(!r.logs.iter().any(|l| l.plugin == "quiet" && l.message.starts_with("configure")), "info filtered at start-up too");
+    assert!(
+        !r.logs.iter().any(|l| l.plugin == "quiet" && l.message.starts_with("configure")),
+        "info filtered at start-up too"
+    );
 }
 
 /// proxy_get_current_time_nanoseconds and the WASI clock read the virtual
@@ -999,7 +1058,11 @@ fn a_trap_fails_closed_for_this_and_later_streams() {
     let first = &r.streams[0];
     let failure = first.plugin_failure.as_ref().expect("plugin_failure");
     assert_eq!(failure.plugin, "probe");
-    assert!(failure.message.starts_with("Function: proxy_on_request_headers failed: wasm trap: "), "{}", failure.message);
+    assert!(
+        failure.message.starts_with("Function: proxy_on_request_headers failed: wasm trap: "),
+        "{}",
+        failure.message
+    );
     assert!(failure.message.contains("unreachable"), "{}", failure.message);
     assert!(!failure.message.contains("wasm trap: wasm trap"), "{}", failure.message);
     // The SDK's panic hook logs the message before aborting.
@@ -1033,7 +1096,8 @@ fn a_trap_fails_open_when_configured() {
 /// names the offending field; no stream is served.
 #[test]
 fn a_bad_configuration_is_rejected_naming_the_field() {
-    for (config, field) in [(json!({"tick_ms": "soon"}), "`tick_ms`"), (json!({"tik_ms": 5}), "unknown field `tik_ms`")] {
+    for (config, field) in [(json!({"tick_ms": "soon"}), "`tick_ms`"), (json!({"tik_ms": 5}), "unknown field `tik_ms`")]
+    {
         let r = run(json!({"plugins": [probe(config)], "streams": [stream("")]}));
         let p = &r.plugins[0];
         assert!(!p.configured);
@@ -1041,7 +1105,8 @@ fn a_bad_configuration_is_rejected_naming_the_field() {
         let error = p.error.as_deref().unwrap_or_default();
         assert!(error.starts_with("Unable to create Wasm plugin probe"), "{error}");
         assert!(error.contains("Failed to configure base Wasm plugin"), "{error}");
-        let line = r.logs.iter().find(|l| l.message.starts_with("invalid configuration")).expect("the probe's log line");
+        let line =
+            r.logs.iter().find(|l| l.message.starts_with("invalid configuration")).expect("the probe's log line");
         assert!(line.message.contains(field), "{}", line.message);
         assert_eq!(serde_json::to_value(line.level).unwrap(), json!("error"));
         assert!(r.streams.is_empty(), "Envoy serves nothing with a rejected plugin");

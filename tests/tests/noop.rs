@@ -31,9 +31,5 @@ fn a_bad_configuration_is_rejected_naming_the_field() {
         "streams": []
     }));
     assert!(!r.plugins[0].configured, "{:?}", r.plugins);
-    assert!(
-        r.logs.iter().any(|l| l.message.contains("invalid configuration at `context`")),
-        "{:#?}",
-        r.logs
-    );
+    assert!(r.logs.iter().any(|l| l.message.contains("invalid configuration at `context`")), "{:#?}", r.logs);
 }

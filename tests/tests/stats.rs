@@ -597,7 +597,10 @@ fn tcp_metrics_count_bytes_and_connections() {
     assert_eq!(only_series(&r, "istio_tcp_sent_bytes_total").1, 3);
     assert_eq!(only_series(&r, "istio_tcp_connections_opened_total").1, 1);
     assert_eq!(only_series(&r, "istio_tcp_connections_closed_total").1, 1);
-    assert!(labels.starts_with("istio_tcp_received_bytes_total{reporter=\"destination\",source_workload=\"unknown\""), "{labels}");
+    assert!(
+        labels.starts_with("istio_tcp_received_bytes_total{reporter=\"destination\",source_workload=\"unknown\""),
+        "{labels}"
+    );
     assert!(
         labels.ends_with("destination_cluster=\"Kubernetes\",request_protocol=\"tcp\",response_flags=\"-\",connection_security_policy=\"none\"}"),
         "{labels}"

@@ -4,10 +4,11 @@
 //! every filter followed by on_done and on_delete (Envoy calls the access
 //! log before destroying filters).
 
-use super::stream::{HeaderMap, HttpStream, Phase};
 use super::http1::{
-    as_received, bodiless_method, forward_client_cert, http_date, http_to_grpc_status, is_grpc_request, percent_encode, wire_framing,
+    as_received, bodiless_method, forward_client_cert, http_date, http_to_grpc_status, is_grpc_request, percent_encode,
+    wire_framing,
 };
+use super::stream::{HeaderMap, HttpStream, Phase};
 use super::vm::CallOutcome;
 use super::Proxy;
 use crate::abi::{is_continue, LogLevel};
@@ -77,7 +78,8 @@ impl Proxy {
             let id = self.next_request_id();
             request_headers.add("x-request-id", id.as_bytes());
         }
-        let inbound = self.vms.first().is_some_and(|v| v.store.data().facts.direction == crate::scenario::Direction::Inbound);
+        let inbound =
+            self.vms.first().is_some_and(|v| v.store.data().facts.direction == crate::scenario::Direction::Inbound);
         forward_client_cert(&mut request_headers, &connection, inbound);
         let stream = Rc::new(RefCell::new(HttpStream {
             id: self.next_stream_id,
@@ -158,8 +160,13 @@ impl Run<'_> {
         if let Some(id) = self.contexts[filter] {
             return Some(id);
         }
-        let (id, created) =
-            self.proxy.create_filter_context(self.worker, self.chain[filter], self.stream.clone(), filter, &mut self.failure)?;
+        let (id, created) = self.proxy.create_filter_context(
+            self.worker,
+            self.chain[filter],
+            self.stream.clone(),
+            filter,
+            &mut self.failure,
+        )?;
         self.contexts[filter] = Some(id);
         created.then_some(id)
     }
@@ -281,7 +288,8 @@ impl Run<'_> {
         for i in 0..n {
             let count = self.stream.borrow().request_headers.len() as i32;
             self.stream.borrow_mut().held_request_headers[i] = true;
-            let flow = self.hook_and_wait(i, Phase::RequestHeaders, "proxy_on_request_headers", &[count, headers_end as i32]);
+            let flow =
+                self.hook_and_wait(i, Phase::RequestHeaders, "proxy_on_request_headers", &[count, headers_end as i32]);
             if !matches!(flow, Flow::Next) {
                 return flow;
             }
@@ -477,7 +485,12 @@ impl Run<'_> {
         for &i in &order {
             let count = self.stream.borrow().response_headers.len() as i32;
             self.stream.borrow_mut().held_response_headers[i] = true;
-            let flow = self.hook_and_wait(i, Phase::ResponseHeaders, "proxy_on_response_headers", &[count, headers_end as i32]);
+            let flow = self.hook_and_wait(
+                i,
+                Phase::ResponseHeaders,
+                "proxy_on_response_headers",
+                &[count, headers_end as i32],
+            );
             if !matches!(flow, Flow::Next) {
                 return flow;
             }
@@ -571,7 +584,13 @@ impl Run<'_> {
         }
     }
 
-    fn local_reply_path(&mut self, status: u16, headers: &[(String, String)], chunks: Vec<Vec<u8>>, through: usize) -> Flow {
+    fn local_reply_path(
+        &mut self,
+        status: u16,
+        headers: &[(String, String)],
+        chunks: Vec<Vec<u8>>,
+        through: usize,
+    ) -> Flow {
         let order: Vec<usize> = (0..through).rev().filter(|f| !self.skip_response[*f]).collect();
         {
             let mut s = self.stream.borrow_mut();
@@ -591,7 +610,12 @@ impl Run<'_> {
         for &i in &order {
             let count = self.stream.borrow().response_headers.len() as i32;
             self.stream.borrow_mut().held_response_headers[i] = true;
-            match self.hook_and_wait(i, Phase::ResponseHeaders, "proxy_on_response_headers", &[count, headers_end as i32]) {
+            match self.hook_and_wait(
+                i,
+                Phase::ResponseHeaders,
+                "proxy_on_response_headers",
+                &[count, headers_end as i32],
+            ) {
                 Flow::Next | Flow::Reply => {}
                 other => return other,
             }
@@ -657,7 +681,8 @@ impl Run<'_> {
         self.proxy.state.borrow_mut().logs.push(LogLine {
             level: LogLevel::Warn,
             plugin: "host-sim".into(),
-            message: "stream paused and nothing can resume it: the client would wait for Envoy's stream idle timeout".into(),
+            message: "stream paused and nothing can resume it: the client would wait for Envoy's stream idle timeout"
+                .into(),
         });
     }
 

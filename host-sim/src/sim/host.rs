@@ -178,7 +178,12 @@ pub fn write_u64(c: &mut Caller<'_, VmHost>, ptr: i32, v: u64) -> Result<(), Sta
 
 /// Copies `bytes` into memory the guest allocates and writes the pointer and
 /// size; an empty result is (0, 0), as in the reference host.
-pub fn return_bytes(c: &mut Caller<'_, VmHost>, bytes: &[u8], ptr_ptr: i32, size_ptr: i32) -> wasmtime::Result<Result<(), Status>> {
+pub fn return_bytes(
+    c: &mut Caller<'_, VmHost>,
+    bytes: &[u8],
+    ptr_ptr: i32,
+    size_ptr: i32,
+) -> wasmtime::Result<Result<(), Status>> {
     let mut addr = 0i32;
     if !bytes.is_empty() {
         let Some(alloc) = c.data().alloc.clone() else { return Ok(Err(Status::InvalidMemoryAccess)) };
@@ -269,7 +274,8 @@ pub fn add_to_linker(linker: &mut Linker<VmHost>, abi: AbiVersion) -> wasmtime::
     if abi == AbiVersion::V0_2_1 {
         linker.func_wrap("env", "proxy_get_log_level", |mut c: Caller<'_, VmHost>, ret: i32| -> Ret {
             let name = c.data().plugin_for_log();
-            let level = c.data().plugins.iter().find(|p| p.name == name).map(|p| p.log_level).unwrap_or(LogLevel::Trace);
+            let level =
+                c.data().plugins.iter().find(|p| p.name == name).map(|p| p.log_level).unwrap_or(LogLevel::Trace);
             check!(write_u32(&mut c, ret, level as u32));
             Ok(0)
         })?;
@@ -311,7 +317,11 @@ fn add_buffer_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             let (start, max) = (start as u32 as usize, max as u32 as usize);
             // Copy only the requested range out of the buffer.
             let slice = check!(with_buffer(c.data(), kind, |buf| {
-                if start > buf.len() { Vec::new() } else { buf[start..buf.len().min(start.saturating_add(max))].to_vec() }
+                if start > buf.len() {
+                    Vec::new()
+                } else {
+                    buf[start..buf.len().min(start.saturating_add(max))].to_vec()
+                }
             }));
             check!(return_bytes(&mut c, &slice, ptr_ptr, size_ptr)?);
             Ok(0)
@@ -351,7 +361,9 @@ fn add_buffer_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
                 (BufferType::HttpResponseBody, Some(Phase::ResponseBody)) => &mut s.response_body,
                 (BufferType::DownstreamData, Some(Phase::DownstreamData)) => &mut s.downstream_data,
                 (BufferType::UpstreamData, Some(Phase::UpstreamData)) => &mut s.upstream_data,
-                (BufferType::HttpRequestBody | BufferType::HttpResponseBody, _) => return Ok(Status::BadArgument as i32),
+                (BufferType::HttpRequestBody | BufferType::HttpResponseBody, _) => {
+                    return Ok(Status::BadArgument as i32)
+                }
                 (BufferType::DownstreamData | BufferType::UpstreamData, _) => return Ok(Status::NotFound as i32),
                 _ => return Ok(Status::BadArgument as i32),
             };
@@ -426,19 +438,23 @@ fn add_header_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             Ok(0)
         },
     )?;
-    linker.func_wrap("env", "proxy_set_header_map_pairs", |c: Caller<'_, VmHost>, map: i32, ptr: i32, len: i32| -> Ret {
-        let map = check!(MapType::from_i32(map));
-        let raw = check!(read_bytes(&c, ptr, len));
-        if is_read_only_map(map) || logging(c.data()) {
-            return Ok(Status::BadArgument as i32);
-        }
-        // Malformed input decodes to no pairs: the map is cleared (Envoy).
-        let decoded = pairs::decode(&raw).unwrap_or_default();
-        let entries: Vec<(String, Vec<u8>)> =
-            decoded.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).to_ascii_lowercase(), v)).collect();
-        check!(with_map(c.data(), map, |m| m.0 = entries).ok_or(Status::BadArgument));
-        Ok(0)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |c: Caller<'_, VmHost>, map: i32, ptr: i32, len: i32| -> Ret {
+            let map = check!(MapType::from_i32(map));
+            let raw = check!(read_bytes(&c, ptr, len));
+            if is_read_only_map(map) || logging(c.data()) {
+                return Ok(Status::BadArgument as i32);
+            }
+            // Malformed input decodes to no pairs: the map is cleared (Envoy).
+            let decoded = pairs::decode(&raw).unwrap_or_default();
+            let entries: Vec<(String, Vec<u8>)> =
+                decoded.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).to_ascii_lowercase(), v)).collect();
+            check!(with_map(c.data(), map, |m| m.0 = entries).ok_or(Status::BadArgument));
+            Ok(0)
+        },
+    )?;
     linker.func_wrap(
         "env",
         "proxy_get_header_map_value",
@@ -462,21 +478,31 @@ fn add_header_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
                 if is_read_only_map(map) || logging(c.data()) {
                     return Ok(Status::BadArgument as i32);
                 }
-                let edit = |m: &mut super::stream::HeaderMap| if op == 0 { m.add(&key, &value) } else { m.replace(&key, &value) };
+                let edit = |m: &mut super::stream::HeaderMap| {
+                    if op == 0 {
+                        m.add(&key, &value)
+                    } else {
+                        m.replace(&key, &value)
+                    }
+                };
                 check!(with_map(c.data(), map, edit).ok_or(Status::BadArgument));
                 Ok(0)
             },
         )?;
     }
-    linker.func_wrap("env", "proxy_remove_header_map_value", |c: Caller<'_, VmHost>, map: i32, kptr: i32, klen: i32| -> Ret {
-        let map = check!(MapType::from_i32(map));
-        let key = check!(read_string(&c, kptr, klen));
-        if is_read_only_map(map) || logging(c.data()) {
-            return Ok(Status::BadArgument as i32);
-        }
-        check!(with_map(c.data(), map, |m| m.remove(&key)).ok_or(Status::BadArgument));
-        Ok(0)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |c: Caller<'_, VmHost>, map: i32, kptr: i32, klen: i32| -> Ret {
+            let map = check!(MapType::from_i32(map));
+            let key = check!(read_string(&c, kptr, klen));
+            if is_read_only_map(map) || logging(c.data()) {
+                return Ok(Status::BadArgument as i32);
+            }
+            check!(with_map(c.data(), map, |m| m.remove(&key)).ok_or(Status::BadArgument));
+            Ok(0)
+        },
+    )?;
     linker.func_wrap("env", "proxy_get_header_map_size", |mut c: Caller<'_, VmHost>, map: i32, ret: i32| -> Ret {
         let map = check!(MapType::from_i32(map));
         // Envoy answers the map's byteSize(), not its entry count.
@@ -515,23 +541,28 @@ fn add_property_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             Ok(0)
         },
     )?;
-    linker.func_wrap("env", "proxy_set_property", |c: Caller<'_, VmHost>, pptr: i32, plen: i32, vptr: i32, vlen: i32| -> Ret {
-        let raw = check!(read_bytes(&c, pptr, plen));
-        let value = check!(read_bytes(&c, vptr, vlen));
-        let h = c.data();
-        // No stream info in a root context: NOT_FOUND, as in Envoy.
-        let Some((stream, _)) = h.stream() else { return Ok(Status::NotFound as i32) };
-        let key = format!("wasm.{}", String::from_utf8_lossy(&raw));
-        let read_only = h.declared_properties.get(&String::from_utf8_lossy(&raw).into_owned()).copied().unwrap_or(false);
-        let mut s = stream.borrow_mut();
-        check!(s.set_filter_state(key.clone(), value));
-        if read_only {
-            if let Some(e) = s.filter_state.get_mut(&key) {
-                e.read_only = true;
+    linker.func_wrap(
+        "env",
+        "proxy_set_property",
+        |c: Caller<'_, VmHost>, pptr: i32, plen: i32, vptr: i32, vlen: i32| -> Ret {
+            let raw = check!(read_bytes(&c, pptr, plen));
+            let value = check!(read_bytes(&c, vptr, vlen));
+            let h = c.data();
+            // No stream info in a root context: NOT_FOUND, as in Envoy.
+            let Some((stream, _)) = h.stream() else { return Ok(Status::NotFound as i32) };
+            let key = format!("wasm.{}", String::from_utf8_lossy(&raw));
+            let read_only =
+                h.declared_properties.get(&String::from_utf8_lossy(&raw).into_owned()).copied().unwrap_or(false);
+            let mut s = stream.borrow_mut();
+            check!(s.set_filter_state(key.clone(), value));
+            if read_only {
+                if let Some(e) = s.filter_state.get_mut(&key) {
+                    e.read_only = true;
+                }
             }
-        }
-        Ok(0)
-    })?;
+            Ok(0)
+        },
+    )?;
     Ok(())
 }
 
@@ -539,7 +570,16 @@ fn add_stream_functions(linker: &mut Linker<VmHost>, abi: AbiVersion) -> wasmtim
     linker.func_wrap(
         "env",
         "proxy_send_local_response",
-        |c: Caller<'_, VmHost>, status: i32, dptr: i32, dlen: i32, bptr: i32, blen: i32, hptr: i32, hlen: i32, grpc: i32| -> Ret {
+        |c: Caller<'_, VmHost>,
+         status: i32,
+         dptr: i32,
+         dlen: i32,
+         bptr: i32,
+         blen: i32,
+         hptr: i32,
+         hlen: i32,
+         grpc: i32|
+         -> Ret {
             let details = check!(read_string(&c, dptr, dlen));
             let body = check!(read_bytes(&c, bptr, blen));
             let raw_headers = check!(read_bytes(&c, hptr, hlen));
@@ -721,9 +761,20 @@ fn add_callout_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_grpc_call",
-        |_c: Caller<'_, VmHost>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> Ret {
-            Ok(Status::ParseFailure as i32)
-        },
+        |_c: Caller<'_, VmHost>,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32|
+         -> Ret { Ok(Status::ParseFailure as i32) },
     )?;
     linker.func_wrap(
         "env",
@@ -738,12 +789,16 @@ fn add_callout_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
     for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
         linker.func_wrap("env", name, |_c: Caller<'_, VmHost>, _: i32| -> Ret { Ok(Status::NotFound as i32) })?;
     }
-    linker.func_wrap("env", "proxy_get_status", |mut c: Caller<'_, VmHost>, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| -> Ret {
-        let (code, msg) = c.data().last_status.clone();
-        check!(write_u32(&mut c, code_ptr, code));
-        check!(return_bytes(&mut c, &msg, ptr_ptr, size_ptr)?);
-        Ok(0)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_status",
+        |mut c: Caller<'_, VmHost>, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| -> Ret {
+            let (code, msg) = c.data().last_status.clone();
+            check!(write_u32(&mut c, code_ptr, code));
+            check!(return_bytes(&mut c, &msg, ptr_ptr, size_ptr)?);
+            Ok(0)
+        },
+    )?;
     Ok(())
 }
 
@@ -758,15 +813,19 @@ fn router_reply(status: u16, body: &str) -> CalloutResponse {
 }
 
 fn add_metric_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
-    linker.func_wrap("env", "proxy_define_metric", |mut c: Caller<'_, VmHost>, kind: i32, nptr: i32, nlen: i32, ret: i32| -> Ret {
-        let kind = check!(MetricType::from_i32(kind));
-        let name = check!(read_string(&c, nptr, nlen));
-        let h = c.data_mut();
-        let stat = h.proxy.borrow_mut().metrics.define(kind, &name);
-        let id = h.metric_ids.assign(kind, stat);
-        check!(write_u32(&mut c, ret, id));
-        Ok(0)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_define_metric",
+        |mut c: Caller<'_, VmHost>, kind: i32, nptr: i32, nlen: i32, ret: i32| -> Ret {
+            let kind = check!(MetricType::from_i32(kind));
+            let name = check!(read_string(&c, nptr, nlen));
+            let h = c.data_mut();
+            let stat = h.proxy.borrow_mut().metrics.define(kind, &name);
+            let id = h.metric_ids.assign(kind, stat);
+            check!(write_u32(&mut c, ret, id));
+            Ok(0)
+        },
+    )?;
     linker.func_wrap("env", "proxy_increment_metric", |c: Caller<'_, VmHost>, id: i32, offset: i64| -> Ret {
         let h = c.data();
         let stat = check!(h.metric_ids.resolve(id as u32));
@@ -812,14 +871,18 @@ fn add_shared_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             Ok(0)
         },
     )?;
-    linker.func_wrap("env", "proxy_register_shared_queue", |mut c: Caller<'_, VmHost>, nptr: i32, nlen: i32, ret: i32| -> Ret {
-        let name = check!(read_string(&c, nptr, nlen));
-        let h = c.data();
-        let root = h.ctx().map(|x| x.root_id).unwrap_or(0);
-        let id = h.proxy.borrow_mut().register_queue(&h.vm_id, &name, (h.vm_index, root));
-        check!(write_u32(&mut c, ret, id));
-        Ok(0)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_register_shared_queue",
+        |mut c: Caller<'_, VmHost>, nptr: i32, nlen: i32, ret: i32| -> Ret {
+            let name = check!(read_string(&c, nptr, nlen));
+            let h = c.data();
+            let root = h.ctx().map(|x| x.root_id).unwrap_or(0);
+            let id = h.proxy.borrow_mut().register_queue(&h.vm_id, &name, (h.vm_index, root));
+            check!(write_u32(&mut c, ret, id));
+            Ok(0)
+        },
+    )?;
     linker.func_wrap(
         "env",
         "proxy_resolve_shared_queue",
@@ -834,11 +897,15 @@ fn add_shared_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             Ok(0)
         },
     )?;
-    linker.func_wrap("env", "proxy_enqueue_shared_queue", |c: Caller<'_, VmHost>, id: i32, ptr: i32, len: i32| -> Ret {
-        let data = check!(read_bytes(&c, ptr, len));
-        check!(c.data().proxy.borrow_mut().enqueue(id as u32, data));
-        Ok(0)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_enqueue_shared_queue",
+        |c: Caller<'_, VmHost>, id: i32, ptr: i32, len: i32| -> Ret {
+            let data = check!(read_bytes(&c, ptr, len));
+            check!(c.data().proxy.borrow_mut().enqueue(id as u32, data));
+            Ok(0)
+        },
+    )?;
     linker.func_wrap(
         "env",
         "proxy_dequeue_shared_queue",

@@ -118,7 +118,9 @@ pub(crate) fn wire_framing(h: &mut HeaderMap, more_follows: bool, zero_length_al
 /// Whether Envoy treats the request as gRPC (local replies become
 /// trailers-only gRPC responses).
 pub(crate) fn is_grpc_request(h: &HeaderMap) -> bool {
-    h.get("content-type").is_some_and(|v| v == b"application/grpc" || v.starts_with(b"application/grpc+") || v.starts_with(b"application/grpc;"))
+    h.get("content-type").is_some_and(|v| {
+        v == b"application/grpc" || v.starts_with(b"application/grpc+") || v.starts_with(b"application/grpc;")
+    })
 }
 
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`.

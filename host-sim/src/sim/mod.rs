@@ -205,7 +205,8 @@ impl Proxy {
             }
         }
         if proxy.statuses.iter().all(|s| s.configured) {
-            proxy.threads = placements.into_iter().map(|t| t.into_iter().map(|p| p.expect("placed")).collect()).collect();
+            proxy.threads =
+                placements.into_iter().map(|t| t.into_iter().map(|p| p.expect("placed")).collect()).collect();
         }
         Ok(proxy)
     }
@@ -224,7 +225,11 @@ impl Proxy {
         for m in members {
             let s = &mut self.statuses[*m];
             if s.error.is_none() {
-                self.state.borrow_mut().logs.push(LogLine { level: LogLevel::Error, plugin: s.name.clone(), message: why.to_string() });
+                self.state.borrow_mut().logs.push(LogLine {
+                    level: LogLevel::Error,
+                    plugin: s.name.clone(),
+                    message: why.to_string(),
+                });
                 s.error = Some(format!("Unable to create Wasm plugin {}: {why}", s.name));
             }
         }
@@ -235,7 +240,8 @@ impl Proxy {
     /// context ids; the VM is pushed to `self.vms`.
     fn start_vm(&mut self, ctx: &VmContext, members: &[usize], label: &str) -> Result<Vec<u32>, String> {
         let plugins: Vec<Rc<PluginInfo>> = members.iter().map(|m| self.plugins[*m].clone()).collect();
-        let host = VmHost::new(self.state.clone(), ctx.facts.clone(), self.vms.len(), ctx.abi, plugins, ctx.env.clone());
+        let host =
+            VmHost::new(self.state.clone(), ctx.facts.clone(), self.vms.len(), ctx.abi, plugins, ctx.env.clone());
         let vm = Vm::instantiate(ctx.engine, ctx.module, ctx.linker, host, ctx.limits)?;
         self.vms.push(vm);
         let vm_index = self.vms.len() - 1;
@@ -264,7 +270,9 @@ impl Proxy {
             vm.store.data_mut().configuring = None;
             match outcome {
                 CallOutcome::Trapped(e) => return Err(e),
-                CallOutcome::Returned(Some(0)) => return Err(format!("Failed to configure {label} Wasm plugin {name}")),
+                CallOutcome::Returned(Some(0)) => {
+                    return Err(format!("Failed to configure {label} Wasm plugin {name}"))
+                }
                 _ => {}
             }
         }
@@ -308,7 +316,13 @@ impl Proxy {
         }
         let slot = self.vms[place.vm].store.data().contexts[&place.root_context].plugin;
         let id = self.new_context(place.vm, slot, Some((stream, filter, place.root_context)));
-        let outcome = self.call_filter(worker, plugin, "proxy_on_context_create", &[id as i32, place.root_context as i32], failure);
+        let outcome = self.call_filter(
+            worker,
+            plugin,
+            "proxy_on_context_create",
+            &[id as i32, place.root_context as i32],
+            failure,
+        );
         Some((id, !matches!(outcome, Some(CallOutcome::Trapped(_)) | None)))
     }
 

@@ -61,12 +61,9 @@ impl Prop {
                 .map(|(_, v)| Prop::Bytes(v))
                 .ok_or(Status::NotFound),
             Prop::Json(Json::Object(o)) => o.get(key).cloned().map(Prop::Json).ok_or(Status::NotFound),
-            Prop::Json(Json::Array(a)) => key
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| a.get(i).cloned())
-                .map(Prop::Json)
-                .ok_or(Status::NotFound),
+            Prop::Json(Json::Array(a)) => {
+                key.parse::<usize>().ok().and_then(|i| a.get(i).cloned()).map(Prop::Json).ok_or(Status::NotFound)
+            }
             _ => Err(Status::NotFound),
         }
     }
@@ -121,7 +118,12 @@ enum Resolved {
     Value(Prop, usize),
 }
 
-fn resolve_top(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, first: &str, rest: &[&str]) -> HostResult<Resolved> {
+fn resolve_top(
+    facts: &ProxyFacts,
+    stream: Option<(&HttpStream, usize)>,
+    first: &str,
+    rest: &[&str],
+) -> HostResult<Resolved> {
     let field = rest.first().copied();
     let one = |p: Prop| Ok(Resolved::Value(p, 1));
     match first {
@@ -154,7 +156,8 @@ fn resolve_top(facts: &ProxyFacts, stream: Option<(&HttpStream, usize)>, first: 
             if s.network {
                 return network_request_property(s, field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1));
             }
-            request_property(s, s.holds_request_headers(filter), field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
+            request_property(s, s.holds_request_headers(filter), field.ok_or(Status::NotFound)?)
+                .map(|p| Resolved::Value(p, 1))
         }
         "response" => {
             let (s, _) = stream.ok_or(Status::NotFound)?;
@@ -238,7 +241,9 @@ fn request_property(s: &HttpStream, headers_held: bool, field: &str) -> HostResu
     match field {
         "path" => header_str(":path"),
         "url_path" => path.map(|p| Prop::Str(p.split('?').next().unwrap_or("").to_string())).ok_or(Status::NotFound),
-        "query" => path.map(|p| Prop::Str(p.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default())).ok_or(Status::NotFound),
+        "query" => path
+            .map(|p| Prop::Str(p.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default()))
+            .ok_or(Status::NotFound),
         "host" => header_str(":authority"),
         "scheme" => header_str(":scheme").or_else(|_| header_str("x-forwarded-proto")),
         "method" => header_str(":method"),
@@ -271,9 +276,9 @@ fn response_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
         "trailers" if !s.response_trailers.is_empty() => Ok(Prop::Map(s.response_trailers.0.clone())),
         "grpc_status" => grpc_status(s).map(Prop::Int).ok_or(Status::NotFound),
         "size" if done => Ok(Prop::Int(s.response_body_bytes as i64)),
-        "total_size" if done => {
-            Ok(Prop::Int((s.response_body_bytes + s.response_headers.byte_size() + s.response_trailers.byte_size()) as i64))
-        }
+        "total_size" if done => Ok(Prop::Int(
+            (s.response_body_bytes + s.response_headers.byte_size() + s.response_trailers.byte_size()) as i64,
+        )),
         _ => Err(Status::NotFound),
     }
 }
@@ -432,7 +437,8 @@ mod tests {
 
     #[test]
     fn node_metadata_and_filter_state_fallback() {
-        let node: NodeSpec = serde_json::from_value(serde_json::json!({"metadata": {"MESH_ID": "m1", "N": 2}})).unwrap();
+        let node: NodeSpec =
+            serde_json::from_value(serde_json::json!({"metadata": {"MESH_ID": "m1", "N": 2}})).unwrap();
         let mut s = stream();
         s.set_filter_state("wasm.istio_operationId".into(), b"ListCatalog".to_vec()).unwrap();
         let f = facts(&node);

@@ -191,10 +191,15 @@ mod tests {
 
     #[test]
     fn header_map_semantics() {
-        let mut m = HeaderMap::from_list(&[("X-A".into(), "1".into()), ("b".into(), "2".into()), ("x-a".into(), "3".into())]);
+        let mut m =
+            HeaderMap::from_list(&[("X-A".into(), "1".into()), ("b".into(), "2".into()), ("x-a".into(), "3".into())]);
         assert_eq!(m.get("x-a"), Some(&b"1"[..]), "first value, names lower-cased");
         m.replace("X-A", b"9");
-        assert_eq!(m.to_list(), vec![("b".into(), "2".into()), ("x-a".into(), "9".into())], "replace = remove + append");
+        assert_eq!(
+            m.to_list(),
+            vec![("b".into(), "2".into()), ("x-a".into(), "9".into())],
+            "replace = remove + append"
+        );
         m.add("b", b"4");
         m.remove("B");
         assert_eq!(m.to_list(), vec![("x-a".into(), "9".into())]);

@@ -69,7 +69,11 @@ struct TcpRun<'p> {
 }
 
 impl Proxy {
-    pub(crate) fn run_connection(&mut self, spec: &TcpConnectionSpec, default_conn: &ConnectionSpec) -> ConnectionResult {
+    pub(crate) fn run_connection(
+        &mut self,
+        spec: &TcpConnectionSpec,
+        default_conn: &ConnectionSpec,
+    ) -> ConnectionResult {
         let worker = self.pick_worker(spec.worker);
         let chain = self.chain_of(PluginType::Network);
         let n = chain.len();
@@ -188,8 +192,13 @@ impl TcpRun<'_> {
         if let Some(id) = self.contexts[filter] {
             return Some(id);
         }
-        let (id, created) =
-            self.proxy.create_filter_context(self.worker, self.chain[filter], self.conn.clone(), filter, &mut self.failure)?;
+        let (id, created) = self.proxy.create_filter_context(
+            self.worker,
+            self.chain[filter],
+            self.conn.clone(),
+            filter,
+            &mut self.failure,
+        )?;
         self.contexts[filter] = Some(id);
         created.then_some(id)
     }

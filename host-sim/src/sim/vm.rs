@@ -61,7 +61,8 @@ pub fn load_module(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
         return Ok(m.clone());
     }
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read plugin {}: {e}", path.display()))?;
-    let module = Module::new(engine, &bytes).map_err(|e| anyhow::anyhow!("Failed to load Wasm code {}: {e:#}", path.display()))?;
+    let module = Module::new(engine, &bytes)
+        .map_err(|e| anyhow::anyhow!("Failed to load Wasm code {}: {e:#}", path.display()))?;
     cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, module.clone());
     Ok(module)
 }
@@ -123,7 +124,8 @@ impl Vm {
                 ));
             }
         }
-        let instance = linker.instantiate(&mut store, module).map_err(|e| format!("Failed to load Wasm code: {e:#}"))?;
+        let instance =
+            linker.instantiate(&mut store, module).map_err(|e| format!("Failed to load Wasm code: {e:#}"))?;
         let memory = instance.get_memory(&mut store, "memory");
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "malloc")

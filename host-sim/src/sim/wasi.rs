@@ -42,32 +42,41 @@ macro_rules! errno {
 
 pub fn add_to_linker(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
-        linker.func_wrap(module, "fd_write", |mut c: Caller<'_, VmHost>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| -> i32 {
-            if fd != 1 && fd != 2 {
-                return ERRNO_BADF;
-            }
-            let mut data = Vec::new();
-            for i in 0..iovs_len.max(0) {
-                let iov = errno!(read_bytes(&c, iovs.wrapping_add(i * 8), 8));
-                let ptr = i32::from_le_bytes(iov[0..4].try_into().unwrap());
-                let len = i32::from_le_bytes(iov[4..8].try_into().unwrap());
-                data.extend(errno!(read_bytes(&c, ptr, len)));
-            }
-            errno!(write_u32(&mut c, nwritten, data.len() as u32));
-            if c.data().passthrough_stdio {
-                use std::io::Write;
-                let _ = if fd == 1 { std::io::stdout().write_all(&data) } else { std::io::stderr().write_all(&data) };
-            } else if !data.is_empty() {
-                let mut msg = String::from_utf8_lossy(&data).into_owned();
-                if msg.ends_with('\n') {
-                    msg.pop();
+        linker.func_wrap(
+            module,
+            "fd_write",
+            |mut c: Caller<'_, VmHost>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| -> i32 {
+                if fd != 1 && fd != 2 {
+                    return ERRNO_BADF;
                 }
-                c.data().log(if fd == 1 { LogLevel::Info } else { LogLevel::Error }, msg);
-            }
+                let mut data = Vec::new();
+                for i in 0..iovs_len.max(0) {
+                    let iov = errno!(read_bytes(&c, iovs.wrapping_add(i * 8), 8));
+                    let ptr = i32::from_le_bytes(iov[0..4].try_into().unwrap());
+                    let len = i32::from_le_bytes(iov[4..8].try_into().unwrap());
+                    data.extend(errno!(read_bytes(&c, ptr, len)));
+                }
+                errno!(write_u32(&mut c, nwritten, data.len() as u32));
+                if c.data().passthrough_stdio {
+                    use std::io::Write;
+                    let _ =
+                        if fd == 1 { std::io::stdout().write_all(&data) } else { std::io::stderr().write_all(&data) };
+                } else if !data.is_empty() {
+                    let mut msg = String::from_utf8_lossy(&data).into_owned();
+                    if msg.ends_with('\n') {
+                        msg.pop();
+                    }
+                    c.data().log(if fd == 1 { LogLevel::Info } else { LogLevel::Error }, msg);
+                }
+                ERRNO_SUCCESS
+            },
+        )?;
+        linker.func_wrap(module, "fd_read", |_c: Caller<'_, VmHost>, _: i32, _: i32, _: i32, _: i32| -> i32 {
+            ERRNO_NOSYS
+        })?;
+        linker.func_wrap(module, "fd_seek", |_c: Caller<'_, VmHost>, _: i32, _: i64, _: i32, _: i32| -> i32 {
             ERRNO_SUCCESS
         })?;
-        linker.func_wrap(module, "fd_read", |_c: Caller<'_, VmHost>, _: i32, _: i32, _: i32, _: i32| -> i32 { ERRNO_NOSYS })?;
-        linker.func_wrap(module, "fd_seek", |_c: Caller<'_, VmHost>, _: i32, _: i64, _: i32, _: i32| -> i32 { ERRNO_SUCCESS })?;
         linker.func_wrap(module, "fd_close", |_c: Caller<'_, VmHost>, _: i32| -> i32 { ERRNO_SUCCESS })?;
         linker.func_wrap(module, "fd_fdstat_get", |mut c: Caller<'_, VmHost>, fd: i32, ptr: i32| -> i32 {
             if fd != 1 && fd != 2 {
@@ -79,11 +88,15 @@ pub fn add_to_linker(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             ERRNO_SUCCESS
         })?;
         linker.func_wrap(module, "fd_prestat_get", |_c: Caller<'_, VmHost>, _: i32, _: i32| -> i32 { ERRNO_BADF })?;
-        linker.func_wrap(module, "fd_prestat_dir_name", |_c: Caller<'_, VmHost>, _: i32, _: i32, _: i32| -> i32 { ERRNO_NOSYS })?;
+        linker.func_wrap(module, "fd_prestat_dir_name", |_c: Caller<'_, VmHost>, _: i32, _: i32, _: i32| -> i32 {
+            ERRNO_NOSYS
+        })?;
         linker.func_wrap(
             module,
             "path_open",
-            |_c: Caller<'_, VmHost>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32, _: i32| -> i32 { ERRNO_NOENT },
+            |_c: Caller<'_, VmHost>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32, _: i32| -> i32 {
+                ERRNO_NOENT
+            },
         )?;
         linker.func_wrap(module, "environ_sizes_get", |mut c: Caller<'_, VmHost>, count: i32, size: i32| -> i32 {
             let entries = env_entries(c.data());
@@ -109,24 +122,31 @@ pub fn add_to_linker(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             errno!(write_string_array(&mut c, &args, array, buf));
             ERRNO_SUCCESS
         })?;
-        linker.func_wrap(module, "clock_time_get", |mut c: Caller<'_, VmHost>, id: i32, _precision: i64, out: i32| -> i32 {
-            let now = if c.data().passthrough_stdio {
-                match id {
-                    0 => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
-                    1 => monotonic_ns(),
-                    _ => return ERRNO_NOTSUP,
-                }
-            } else {
-                let p = c.data().proxy.borrow();
-                match id {
-                    0 => p.now_ns(),
-                    1 => p.elapsed_ns,
-                    _ => return ERRNO_NOTSUP,
-                }
-            };
-            errno!(write_u64(&mut c, out, now));
-            ERRNO_SUCCESS
-        })?;
+        linker.func_wrap(
+            module,
+            "clock_time_get",
+            |mut c: Caller<'_, VmHost>, id: i32, _precision: i64, out: i32| -> i32 {
+                let now = if c.data().passthrough_stdio {
+                    match id {
+                        0 => std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_nanos() as u64)
+                            .unwrap_or(0),
+                        1 => monotonic_ns(),
+                        _ => return ERRNO_NOTSUP,
+                    }
+                } else {
+                    let p = c.data().proxy.borrow();
+                    match id {
+                        0 => p.now_ns(),
+                        1 => p.elapsed_ns,
+                        _ => return ERRNO_NOTSUP,
+                    }
+                };
+                errno!(write_u64(&mut c, out, now));
+                ERRNO_SUCCESS
+            },
+        )?;
         linker.func_wrap(module, "random_get", |mut c: Caller<'_, VmHost>, buf: i32, len: i32| -> i32 {
             if len as u32 > RANDOM_GET_MAX {
                 return ERRNO_INVAL;
@@ -165,7 +185,12 @@ fn arg_entries(h: &VmHost) -> Vec<Vec<u8>> {
     h.args.iter().map(|a| format!("{a}\0").into_bytes()).collect()
 }
 
-fn write_string_array(c: &mut Caller<'_, VmHost>, entries: &[Vec<u8>], array: i32, buf: i32) -> Result<(), crate::abi::Status> {
+fn write_string_array(
+    c: &mut Caller<'_, VmHost>,
+    entries: &[Vec<u8>],
+    array: i32,
+    buf: i32,
+) -> Result<(), crate::abi::Status> {
     memory(c)?;
     let mut at = buf;
     for (i, e) in entries.iter().enumerate() {

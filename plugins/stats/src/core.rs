@@ -569,10 +569,14 @@ impl<E: Expression> Stats<E> {
         let values = self.custom_values(attrs);
         self.emit(&standard, &dims, sink, |value| match value {
             MetricValue::Standard(StandardValue::Requests) => Some(1),
-            MetricValue::Standard(StandardValue::DurationMs) => facts.duration_ns.map(|ns| (ns.max(0) / 1_000_000) as u64),
+            MetricValue::Standard(StandardValue::DurationMs) => {
+                facts.duration_ns.map(|ns| (ns.max(0) / 1_000_000) as u64)
+            }
             MetricValue::Standard(StandardValue::RequestBytes) => facts.request_size.map(|n| n.max(0) as u64),
             MetricValue::Standard(StandardValue::ResponseBytes) => facts.response_size.map(|n| n.max(0) as u64),
-            MetricValue::Standard(StandardValue::RequestMessages) => facts.grpc_messages.filter(|_| facts.grpc).map(|(r, _)| r),
+            MetricValue::Standard(StandardValue::RequestMessages) => {
+                facts.grpc_messages.filter(|_| facts.grpc).map(|(r, _)| r)
+            }
             MetricValue::Standard(StandardValue::ResponseMessages) => {
                 facts.grpc_messages.filter(|_| facts.grpc).map(|(_, r)| r)
             }

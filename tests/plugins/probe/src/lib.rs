@@ -52,7 +52,9 @@ use actions::{Act, Phase};
 use config::{Config, ContextKind};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, BufferType, Bytes, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{
+    Action, BufferType, Bytes, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType, Status,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -257,7 +259,8 @@ impl RootContext for Root {
                 // Called while Envoy creates the context: an HTTP stream has
                 // its protocol in stream info already, a TCP connection none.
                 let protocol = hostcalls::get_property(vec!["request", "protocol"]);
-                let kind = if matches!(protocol, Ok(Some(_))) { ContextType::HttpContext } else { ContextType::StreamContext };
+                let kind =
+                    if matches!(protocol, Ok(Some(_))) { ContextType::HttpContext } else { ContextType::StreamContext };
                 info(format!("context_type {kind:?} request.protocol={protocol:?}"));
                 kind
             }
@@ -349,8 +352,10 @@ impl Stream {
         match name {
             "echo" => {
                 let (path, value) = read_property(&a.arg);
-                let header: String =
-                    path.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+                let header: String = path
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+                    .collect();
                 self.add_http_response_header(&format!("x-echo-{header}"), &value);
             }
             "call" | "call_reply" => return self.call(a, phase, name == "call_reply"),
@@ -406,7 +411,8 @@ impl Stream {
             "pairs" => info(format!("{prefix}_pairs {}", join(&hostcalls::get_map(map).unwrap()))),
             "sort" => {
                 let all = hostcalls::get_map(map).unwrap();
-                let (mut pseudo, mut regular): (Vec<_>, Vec<_>) = all.into_iter().partition(|(k, _)| k.starts_with(':'));
+                let (mut pseudo, mut regular): (Vec<_>, Vec<_>) =
+                    all.into_iter().partition(|(k, _)| k.starts_with(':'));
                 regular.sort_by(|x, y| x.0.cmp(&y.0));
                 let count = (pseudo.len() + regular.len()).to_string();
                 pseudo.extend(regular);
@@ -443,7 +449,8 @@ impl Stream {
         let (cluster, path) = a.kv();
         let path = if path.is_empty() { "/probe" } else { path };
         let from = self.cfg.name.clone();
-        let headers = vec![(":method", "POST"), (":path", path), (":authority", cluster), ("x-probe-from", from.as_str())];
+        let headers =
+            vec![(":method", "POST"), (":path", path), (":authority", cluster), ("x-probe-from", from.as_str())];
         let timeout = Duration::from_millis(self.cfg.call_timeout_ms);
         match self.dispatch_http_call(cluster, headers, Some(b"probe-call"), vec![("x-call-trailer", "1")], timeout) {
             Ok(token) => {
@@ -463,157 +470,157 @@ impl Stream {
 /// returns false when `a` is not one of them.
 pub(crate) fn run_generic(a: &Act) -> bool {
     match a.name.as_str() {
-            "prop" => {
-                let (path, value) = read_property(&a.arg);
-                info(format!("prop {path}={value}"));
-            }
-            "setprop" => {
-                let (k, v) = a.kv();
-                hostcalls::set_property(vec![k], Some(v.as_bytes())).unwrap();
-                info(format!("setprop {k}={v}"));
-            }
-            "shared_get" => match hostcalls::get_shared_data(&a.arg).unwrap() {
-                (Some(v), cas) => info(format!("shared_get {}={} cas={}", a.arg, lossy(&v), cas.unwrap_or(0))),
-                (None, _) => info(format!("shared_get {}=<missing>", a.arg)),
-            },
-            "shared_set" => {
-                let (k, v) = a.kv();
-                let r = hostcalls::set_shared_data(k, Some(v.as_bytes()), None);
-                info(format!("shared_set {k}={v} {}", res(&r)));
-            }
-            "shared_cas" => {
-                let (k, v) = a.kv();
-                let (_, cas) = hostcalls::get_shared_data(k).unwrap();
-                let r = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
-                info(format!("shared_cas {k}={v} cas={} {}", cas.unwrap_or(0), res(&r)));
-            }
-            "shared_stale" => {
-                let (k, v) = a.kv();
-                let (_, cas) = hostcalls::get_shared_data(k).unwrap();
-                let first = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
-                let second = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
-                info(format!("shared_stale {k} cas={} first={} second={}", cas.unwrap_or(0), res(&first), res(&second)));
-            }
-            "shared_incr" => {
-                let key = a.arg.as_str();
-                for _ in 0..8 {
-                    let (v, cas) = hostcalls::get_shared_data(key).unwrap();
-                    let n: u64 = v.map(|b| lossy(&b).parse().unwrap_or(0)).unwrap_or(0) + 1;
-                    match hostcalls::set_shared_data(key, Some(n.to_string().as_bytes()), cas) {
-                        Ok(()) => {
-                            info(format!("shared_incr {key}={n}"));
-                            break;
-                        }
-                        Err(s) => info(format!("shared_incr {key} retry {s:?}")),
+        "prop" => {
+            let (path, value) = read_property(&a.arg);
+            info(format!("prop {path}={value}"));
+        }
+        "setprop" => {
+            let (k, v) = a.kv();
+            hostcalls::set_property(vec![k], Some(v.as_bytes())).unwrap();
+            info(format!("setprop {k}={v}"));
+        }
+        "shared_get" => match hostcalls::get_shared_data(&a.arg).unwrap() {
+            (Some(v), cas) => info(format!("shared_get {}={} cas={}", a.arg, lossy(&v), cas.unwrap_or(0))),
+            (None, _) => info(format!("shared_get {}=<missing>", a.arg)),
+        },
+        "shared_set" => {
+            let (k, v) = a.kv();
+            let r = hostcalls::set_shared_data(k, Some(v.as_bytes()), None);
+            info(format!("shared_set {k}={v} {}", res(&r)));
+        }
+        "shared_cas" => {
+            let (k, v) = a.kv();
+            let (_, cas) = hostcalls::get_shared_data(k).unwrap();
+            let r = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
+            info(format!("shared_cas {k}={v} cas={} {}", cas.unwrap_or(0), res(&r)));
+        }
+        "shared_stale" => {
+            let (k, v) = a.kv();
+            let (_, cas) = hostcalls::get_shared_data(k).unwrap();
+            let first = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
+            let second = hostcalls::set_shared_data(k, Some(v.as_bytes()), cas);
+            info(format!("shared_stale {k} cas={} first={} second={}", cas.unwrap_or(0), res(&first), res(&second)));
+        }
+        "shared_incr" => {
+            let key = a.arg.as_str();
+            for _ in 0..8 {
+                let (v, cas) = hostcalls::get_shared_data(key).unwrap();
+                let n: u64 = v.map(|b| lossy(&b).parse().unwrap_or(0)).unwrap_or(0) + 1;
+                match hostcalls::set_shared_data(key, Some(n.to_string().as_bytes()), cas) {
+                    Ok(()) => {
+                        info(format!("shared_incr {key}={n}"));
+                        break;
                     }
+                    Err(s) => info(format!("shared_incr {key} retry {s:?}")),
                 }
             }
-            "enqueue" => {
-                let queue = QUEUE_NAME.with(|q| q.borrow().clone());
-                match hostcalls::resolve_shared_queue("", &queue).unwrap() {
-                    Some(id) => {
-                        let r = hostcalls::enqueue_shared_queue(id, Some(a.arg.as_bytes()));
-                        info(format!("enqueue {} queue={id} {}", a.arg, res(&r)));
-                    }
-                    None => info(format!("enqueue {}: queue {queue} not found", a.arg)),
+        }
+        "enqueue" => {
+            let queue = QUEUE_NAME.with(|q| q.borrow().clone());
+            match hostcalls::resolve_shared_queue("", &queue).unwrap() {
+                Some(id) => {
+                    let r = hostcalls::enqueue_shared_queue(id, Some(a.arg.as_bytes()));
+                    info(format!("enqueue {} queue={id} {}", a.arg, res(&r)));
+                }
+                None => info(format!("enqueue {}: queue {queue} not found", a.arg)),
+            }
+        }
+        "count" => {
+            let (n, by) = a.kv();
+            let by: i64 = by.parse().unwrap_or(1);
+            let id = metric(MetricType::Counter, n);
+            let r = hostcalls::increment_metric(id, by);
+            let value = hostcalls::get_metric(id);
+            info(format!("count {n} +{by} {} value={}", res(&r), value.unwrap_or(0)));
+        }
+        "gauge" => {
+            let (n, v) = a.kv();
+            let id = metric(MetricType::Gauge, n);
+            let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
+            info(format!("gauge {n}={v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0)));
+        }
+        "gauge_add" => {
+            let (n, v) = a.kv();
+            let id = metric(MetricType::Gauge, n);
+            let r = hostcalls::increment_metric(id, v.parse().unwrap_or(0));
+            info(format!("gauge_add {n} {v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0) as i64));
+        }
+        "hist" => {
+            let (n, v) = a.kv();
+            let id = metric(MetricType::Histogram, n);
+            let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
+            info(format!("hist {n} {v} {}", res(&r)));
+        }
+        "define" => {
+            let (k, n) = a.kv();
+            match metric_kind(k) {
+                Some(kind) => {
+                    let id = hostcalls::define_metric(kind, n).unwrap();
+                    info(format!("define {k} {n} id={id}"));
+                }
+                None => info(format!("define: unknown metric type {k}")),
+            }
+        }
+        "log_all" => {
+            for (level, n) in [
+                (LogLevel::Trace, "trace"),
+                (LogLevel::Debug, "debug"),
+                (LogLevel::Info, "info"),
+                (LogLevel::Warn, "warn"),
+                (LogLevel::Error, "error"),
+                (LogLevel::Critical, "critical"),
+            ] {
+                log(level, &format!("log {n} {}", a.arg));
+            }
+        }
+        "log_level" => {
+            let level = hostcalls::get_log_level().unwrap();
+            log(LogLevel::Critical, &format!("log_level={}", level as u32));
+        }
+        "time" => {
+            let ns = hostcalls::get_current_time().unwrap().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+            info(format!("time={ns}"));
+        }
+        "tick" => {
+            hostcalls::set_tick_period(Duration::from_millis(a.arg.parse().unwrap_or(0))).unwrap();
+            info(format!("tick period {}", a.arg));
+        }
+        "vm_seq" => {
+            let n = VM_SEQ.with(|s| {
+                s.set(s.get() + 1);
+                s.get()
+            });
+            info(format!("vm_seq={n}"));
+        }
+        "stdout" => println!("{}", a.arg),
+        "stderr" => eprintln!("{}", a.arg),
+        "env" => {
+            let v = std::env::var(&a.arg).unwrap_or_else(|_| "<unset>".into());
+            info(format!("env {}={v}", a.arg));
+        }
+        "wasi_time" => {
+            let ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+            info(format!("wasi_time={ns}"));
+        }
+        "statuses" => {
+            for p in raw::STREAM_PROBES {
+                raw::report(p, raw::probe(p, "").unwrap());
+            }
+            if !a.arg.is_empty() {
+                for p in raw::CLUSTER_PROBES {
+                    raw::report(p, raw::probe(p, &a.arg).unwrap());
                 }
             }
-            "count" => {
-                let (n, by) = a.kv();
-                let by: i64 = by.parse().unwrap_or(1);
-                let id = metric(MetricType::Counter, n);
-                let r = hostcalls::increment_metric(id, by);
-                let value = hostcalls::get_metric(id);
-                info(format!("count {n} +{by} {} value={}", res(&r), value.unwrap_or(0)));
+        }
+        "status" => {
+            let (p, cluster) = a.kv();
+            match raw::probe(p, cluster) {
+                Some(s) => raw::report(p, s),
+                None => info(format!("status {p}=<unknown probe>")),
             }
-            "gauge" => {
-                let (n, v) = a.kv();
-                let id = metric(MetricType::Gauge, n);
-                let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
-                info(format!("gauge {n}={v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0)));
-            }
-            "gauge_add" => {
-                let (n, v) = a.kv();
-                let id = metric(MetricType::Gauge, n);
-                let r = hostcalls::increment_metric(id, v.parse().unwrap_or(0));
-                info(format!("gauge_add {n} {v} {} value={}", res(&r), hostcalls::get_metric(id).unwrap_or(0) as i64));
-            }
-            "hist" => {
-                let (n, v) = a.kv();
-                let id = metric(MetricType::Histogram, n);
-                let r = hostcalls::record_metric(id, v.parse().unwrap_or(0));
-                info(format!("hist {n} {v} {}", res(&r)));
-            }
-            "define" => {
-                let (k, n) = a.kv();
-                match metric_kind(k) {
-                    Some(kind) => {
-                        let id = hostcalls::define_metric(kind, n).unwrap();
-                        info(format!("define {k} {n} id={id}"));
-                    }
-                    None => info(format!("define: unknown metric type {k}")),
-                }
-            }
-            "log_all" => {
-                for (level, n) in [
-                    (LogLevel::Trace, "trace"),
-                    (LogLevel::Debug, "debug"),
-                    (LogLevel::Info, "info"),
-                    (LogLevel::Warn, "warn"),
-                    (LogLevel::Error, "error"),
-                    (LogLevel::Critical, "critical"),
-                ] {
-                    log(level, &format!("log {n} {}", a.arg));
-                }
-            }
-            "log_level" => {
-                let level = hostcalls::get_log_level().unwrap();
-                log(LogLevel::Critical, &format!("log_level={}", level as u32));
-            }
-            "time" => {
-                let ns = hostcalls::get_current_time().unwrap().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-                info(format!("time={ns}"));
-            }
-            "tick" => {
-                hostcalls::set_tick_period(Duration::from_millis(a.arg.parse().unwrap_or(0))).unwrap();
-                info(format!("tick period {}", a.arg));
-            }
-            "vm_seq" => {
-                let n = VM_SEQ.with(|s| {
-                    s.set(s.get() + 1);
-                    s.get()
-                });
-                info(format!("vm_seq={n}"));
-            }
-            "stdout" => println!("{}", a.arg),
-            "stderr" => eprintln!("{}", a.arg),
-            "env" => {
-                let v = std::env::var(&a.arg).unwrap_or_else(|_| "<unset>".into());
-                info(format!("env {}={v}", a.arg));
-            }
-            "wasi_time" => {
-                let ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-                info(format!("wasi_time={ns}"));
-            }
-            "statuses" => {
-                for p in raw::STREAM_PROBES {
-                    raw::report(p, raw::probe(p, "").unwrap());
-                }
-                if !a.arg.is_empty() {
-                    for p in raw::CLUSTER_PROBES {
-                        raw::report(p, raw::probe(p, &a.arg).unwrap());
-                    }
-                }
-            }
-            "status" => {
-                let (p, cluster) = a.kv();
-                match raw::probe(p, cluster) {
-                    Some(s) => raw::report(p, s),
-                    None => info(format!("status {p}=<unknown probe>")),
-                }
-            }
-            "panic" => panic!("probe panic: {}", a.arg),
-            "trap" => trap(),
+        }
+        "panic" => panic!("probe panic: {}", a.arg),
+        "trap" => trap(),
         _ => return false,
     }
     true
@@ -636,7 +643,9 @@ impl Context for Stream {
             info(format!("call response for unexpected token {token_id}"));
             return;
         };
-        info(format!("call response token={token_id} headers={num_headers} body_size={body_size} trailers={num_trailers}"));
+        info(format!(
+            "call response token={token_id} headers={num_headers} body_size={body_size} trailers={num_trailers}"
+        ));
         if num_headers == 0 {
             let (code, message) = self.get_grpc_status();
             info(format!("call failed status_code={code} message={}", message.unwrap_or_default()));
@@ -653,9 +662,17 @@ impl Context for Stream {
             .into_iter()
             .map(|(k, v)| if k == "x-envoy-upstream-service-time" { (k, "<ms>".to_string()) } else { (k, v) })
             .collect();
-        info(format!("call response status={status} body={body} headers={} trailers={}", join(&headers), join(&trailers)));
+        info(format!(
+            "call response status={status} body={body} headers={} trailers={}",
+            join(&headers),
+            join(&trailers)
+        ));
         if pending.reply {
-            self.send_http_response(status.parse().unwrap_or(500), vec![("x-probe-call", "reply")], Some(body.as_bytes()));
+            self.send_http_response(
+                status.parse().unwrap_or(500),
+                vec![("x-probe-call", "reply")],
+                Some(body.as_bytes()),
+            );
             return;
         }
         let token = self.get_http_call_response_header("x-token");

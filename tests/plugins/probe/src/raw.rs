@@ -43,7 +43,13 @@ extern "C" {
         return_buffer_size: *mut usize,
     ) -> u32;
     fn proxy_get_buffer_status(buffer_type: u32, return_buffer_size: *mut usize, return_flags: *mut u32) -> u32;
-    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, buffer_data: *const u8, buffer_size: usize) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -105,7 +111,11 @@ extern "C" {
     fn proxy_grpc_send(token: u32, message_data: *const u8, message_size: usize, end_stream: u32) -> u32;
     fn proxy_grpc_cancel(token_id: u32) -> u32;
     fn proxy_grpc_close(token_id: u32) -> u32;
-    fn proxy_get_status(return_code: *mut u32, return_message_data: *mut *mut u8, return_message_size: *mut usize) -> u32;
+    fn proxy_get_status(
+        return_code: *mut u32,
+        return_message_data: *mut *mut u8,
+        return_message_size: *mut usize,
+    ) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
@@ -119,7 +129,8 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
-    fn proxy_dequeue_shared_queue(queue_id: u32, return_value_data: *mut *mut u8, return_value_size: *mut usize) -> u32;
+    fn proxy_dequeue_shared_queue(queue_id: u32, return_value_data: *mut *mut u8, return_value_size: *mut usize)
+        -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -127,7 +138,13 @@ extern "C" {
         return_value_size: *mut usize,
         return_cas: *mut u32,
     ) -> u32;
-    fn proxy_set_shared_data(key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize, cas: u32) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -221,7 +238,8 @@ fn shared_set(key: &str, value: &str, cas: u32) -> u32 {
 
 fn foreign(name: &str, args: &[u8]) -> u32 {
     let (mut p, mut n) = (null_mut(), 0);
-    let s = unsafe { proxy_call_foreign_function(name.as_ptr(), name.len(), args.as_ptr(), args.len(), &mut p, &mut n) };
+    let s =
+        unsafe { proxy_call_foreign_function(name.as_ptr(), name.len(), args.as_ptr(), args.len(), &mut p, &mut n) };
     free(p, n);
     s
 }
@@ -309,9 +327,7 @@ pub fn probe(name: &str, arg: &str) -> Option<u32> {
             }
             "add_header_map_value_bad_map" => proxy_add_header_map_value(99, b"k".as_ptr(), 1, b"v".as_ptr(), 1),
             "get_header_map_size_bad_map" => proxy_get_header_map_size(99, &mut n),
-            "get_header_map_value_oob" => {
-                proxy_get_header_map_value(0, OOB as *const u8, 5, &mut p, &mut n)
-            }
+            "get_header_map_value_oob" => proxy_get_header_map_value(0, OOB as *const u8, 5, &mut p, &mut n),
             // Phase-dependent: request headers are only there while the
             // filter holds them; response headers only on the response side.
             "get_request_header" => get_header(0, ":path"),
@@ -330,9 +346,7 @@ pub fn probe(name: &str, arg: &str) -> Option<u32> {
             "get_call_response_body" => get_buffer(4),
             "set_request_body" => proxy_set_buffer_bytes(0, 0, 0, b"".as_ptr(), 0),
             "get_property_unknown" => get_property(b"probe_no_such_property"),
-            "get_property_oob" => {
-                proxy_get_property(OOB as *const u8, 8, &mut p, &mut n)
-            }
+            "get_property_oob" => proxy_get_property(OOB as *const u8, 8, &mut p, &mut n),
             "set_property" => proxy_set_property(b"probe_ro".as_ptr(), 8, b"v".as_ptr(), 1),
             "send_local_response" => {
                 let h = encode_pairs(&[]);
@@ -357,17 +371,36 @@ pub fn probe(name: &str, arg: &str) -> Option<u32> {
             }
             "http_call_unknown_cluster" => {
                 let mut token = 0;
-                http_call("probe-no-such-cluster", &[(":method", "GET"), (":path", "/"), (":authority", "x")], &mut token)
+                http_call(
+                    "probe-no-such-cluster",
+                    &[(":method", "GET"), (":path", "/"), (":authority", "x")],
+                    &mut token,
+                )
             }
             "http_call_missing_path" => {
                 let mut token = 0;
                 http_call(arg, &[(":method", "GET"), (":authority", "x")], &mut token)
             }
-            "http_call_oob_token" => http_call(arg, &[(":method", "GET"), (":path", "/"), (":authority", "x")], oob_ret),
+            "http_call_oob_token" => {
+                http_call(arg, &[(":method", "GET"), (":path", "/"), (":authority", "x")], oob_ret)
+            }
             "grpc_call" => {
                 let mut token = 0;
                 let (c, s, m) = ("probe-no-such-cluster", "probe.Service", "Call");
-                proxy_grpc_call(c.as_ptr(), c.len(), s.as_ptr(), s.len(), m.as_ptr(), m.len(), null(), 0, null(), 0, 1000, &mut token)
+                proxy_grpc_call(
+                    c.as_ptr(),
+                    c.len(),
+                    s.as_ptr(),
+                    s.len(),
+                    m.as_ptr(),
+                    m.len(),
+                    null(),
+                    0,
+                    null(),
+                    0,
+                    1000,
+                    &mut token,
+                )
             }
             "grpc_stream" => {
                 let mut token = 0;

@@ -130,22 +130,8 @@ fn property_spec(arg: &str) -> (Vec<String>, String, String) {
 }
 
 fn decode_pairs(b: &[u8]) -> Option<Vec<(String, String)>> {
-    let u32_at = |i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap()) as usize);
-    let n = u32_at(0)?;
-    let mut sizes = Vec::new();
-    for i in 0..n {
-        sizes.push((u32_at(4 + i * 8)?, u32_at(8 + i * 8)?));
-    }
-    let mut pos = 4 + n * 8;
-    let mut out = Vec::new();
-    for (k, v) in sizes {
-        let key = lossy(b.get(pos..pos + k)?);
-        pos += k + 1;
-        let val = lossy(b.get(pos..pos + v)?);
-        pos += v + 1;
-        out.push((key, val));
-    }
-    Some(out)
+    let pairs = meshwasm_wire::pairs::decode(b)?;
+    Some(pairs.into_iter().map(|(k, v)| (lossy(k), lossy(v))).collect())
 }
 
 fn render(value: &Option<Bytes>, fmt: &str) -> String {

@@ -172,23 +172,6 @@ fn free(ptr: *mut u8, len: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(ptr, len, len) }
 }
 
-/// The proxy-wasm "pairs" encoding.
-pub fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
 pub fn report(name: &str, status: u32) {
     hostcalls::log(LogLevel::Info, &format!("status {name}={status}")).unwrap();
 }
@@ -222,7 +205,7 @@ fn define(kind: u32, name: &str) -> u32 {
 }
 
 fn http_call(cluster: &str, headers: &[(&str, &str)], token: *mut u32) -> u32 {
-    let h = encode_pairs(headers);
+    let h = meshwasm_wire::pairs::encode::<&str, &str>(headers);
     unsafe { proxy_http_call(cluster.as_ptr(), cluster.len(), h.as_ptr(), h.len(), null(), 0, null(), 0, 1000, token) }
 }
 
@@ -322,7 +305,7 @@ pub fn probe(name: &str, arg: &str) -> Option<u32> {
             "get_header_map_value_bad_map" => get_header(99, ":path"),
             "get_header_map_pairs_bad_map" => proxy_get_header_map_pairs(99, &mut p, &mut n),
             "set_header_map_pairs_bad_map" => {
-                let e = encode_pairs(&[]);
+                let e = meshwasm_wire::pairs::encode::<&str, &str>(&[]);
                 proxy_set_header_map_pairs(99, e.as_ptr(), e.len())
             }
             "add_header_map_value_bad_map" => proxy_add_header_map_value(99, b"k".as_ptr(), 1, b"v".as_ptr(), 1),
@@ -334,7 +317,7 @@ pub fn probe(name: &str, arg: &str) -> Option<u32> {
             "get_response_header" => get_header(2, ":status"),
             "get_missing_request_header" => get_header(0, "x-probe-absent"),
             "set_call_response_headers" => {
-                let e = encode_pairs(&[("a", "b")]);
+                let e = meshwasm_wire::pairs::encode::<&str, &str>(&[("a", "b")]);
                 proxy_set_header_map_pairs(6, e.as_ptr(), e.len())
             }
             "get_buffer_bad_type" => get_buffer(99),
@@ -349,7 +332,7 @@ pub fn probe(name: &str, arg: &str) -> Option<u32> {
             "get_property_oob" => proxy_get_property(OOB as *const u8, 8, &mut p, &mut n),
             "set_property" => proxy_set_property(b"probe_ro".as_ptr(), 8, b"v".as_ptr(), 1),
             "send_local_response" => {
-                let h = encode_pairs(&[]);
+                let h = meshwasm_wire::pairs::encode::<&str, &str>(&[]);
                 proxy_send_local_response(418, b"probe".as_ptr(), 5, b"".as_ptr(), 0, h.as_ptr(), h.len(), -1)
             }
             "define_metric_bad_type" => {

@@ -3,11 +3,13 @@
 //! * [`attributes`]: typed request attributes behind a trait (host or map).
 //! * [`cel`]: CEL expressions compiled once, evaluated over attributes.
 //! * [`config`]: JSON configuration parsing whose errors name the field.
+//! * [`host`]: every proxy-wasm host call, none of which can panic.
 //! * [`istio`]: Istio's metric naming, labels, series cache, workload facts.
 //! * [`property`]: decoding Envoy's property encodings; host calls that never panic.
 
 pub mod attributes;
 pub mod cel;
 pub mod config;
+pub mod host;
 pub mod istio;
 pub mod property;

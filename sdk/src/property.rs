@@ -281,65 +281,19 @@ pub fn decode_node(buf: &[u8]) -> Option<AttrValue> {
 
 // ------------------------------------------------------------ host calls
 
-/// Joins path segments with NUL, as `proxy_get_property` expects.
-fn serialize_path(path: &[&str]) -> Vec<u8> {
-    path.join("\0").into_bytes()
-}
-
-#[cfg(target_arch = "wasm32")]
-mod raw {
-    #[link(wasm_import_module = "env")]
-    extern "C" {
-        pub fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
-        pub fn proxy_set_property(path: *const u8, path_size: usize, data: *const u8, size: usize) -> u32;
-    }
-}
-
-/// `proxy_get_property`, without the stock SDK's panic on unexpected
-/// statuses: `Ok(None)` when the property does not exist (NOT_FOUND), `Err`
-/// with any other non-OK status.
-#[cfg(target_arch = "wasm32")]
+/// `proxy_get_property` through [`crate::host::get_property`], with the
+/// status as a number: `Ok(None)` when the property does not exist
+/// (NOT_FOUND), `Err` with any other non-OK status.
 pub fn get(path: &[&str]) -> Result<Option<Vec<u8>>, RawStatus> {
-    let p = serialize_path(path);
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a buffer it allocated through the module's
-    // `proxy_on_memory_allocate` (a Vec of capacity `size`, as the proxy-wasm
-    // crate allocates it), which we take ownership of.
-    let status = unsafe { raw::proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) };
-    match status {
-        0 if data.is_null() => Ok(Some(Vec::new())),
-        0 => Ok(Some(unsafe { Vec::from_raw_parts(data, size, size) })),
-        NOT_FOUND => Ok(None),
-        other => Err(other),
-    }
+    crate::host::get_property(path).map_err(crate::host::Error::raw)
 }
 
-/// Outside wasm there is no proxy: every property is missing.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn get(path: &[&str]) -> Result<Option<Vec<u8>>, RawStatus> {
-    let _ = serialize_path(path);
-    Ok(None)
-}
-
-/// `proxy_set_property` (Envoy stores it as filter state `wasm.<path>`),
-/// returning the host's status instead of panicking: NOT_FOUND in a root
-/// context, BAD_ARGUMENT for a read-only property.
-#[cfg(target_arch = "wasm32")]
+/// `proxy_set_property` through [`crate::host::set_property`] (Envoy stores
+/// it as filter state `wasm.<path>`), returning the host's status instead of
+/// panicking: NOT_FOUND in a root context, BAD_ARGUMENT for a read-only
+/// property. Outside wasm there is no proxy: NOT_FOUND.
 pub fn set(path: &[&str], value: &[u8]) -> Result<(), RawStatus> {
-    let p = serialize_path(path);
-    // SAFETY: both buffers outlive the call; the host copies them.
-    match unsafe { raw::proxy_set_property(p.as_ptr(), p.len(), value.as_ptr(), value.len()) } {
-        0 => Ok(()),
-        other => Err(other),
-    }
-}
-
-/// Outside wasm there is no proxy.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn set(path: &[&str], value: &[u8]) -> Result<(), RawStatus> {
-    let _ = (serialize_path(path), value);
-    Err(NOT_FOUND)
+    crate::host::set_property(path, value).map_err(crate::host::Error::raw)
 }
 
 /// Which kind of stream context Envoy is creating, for a root context's
@@ -370,7 +324,6 @@ mod tests {
         assert_eq!(decode_bool(&[1]), Some(true));
         assert_eq!(decode_bool(&[]), None);
         assert_eq!(path("request.url_path"), vec!["request", "url_path"]);
-        assert_eq!(serialize_path(&["a", "b"]), b"a\0b");
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<u8> {

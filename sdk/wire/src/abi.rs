@@ -60,6 +60,12 @@ pub enum MapType {
 }
 
 impl MapType {
+    /// The number on the wire.
+    pub fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The value for a number on the wire; BAD_ARGUMENT for an unknown one.
     pub fn from_i32(v: i32) -> HostResult<Self> {
         Ok(match v {
             0 => Self::RequestHeaders,
@@ -89,6 +95,12 @@ pub enum BufferType {
 }
 
 impl BufferType {
+    /// The number on the wire.
+    pub fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The value for a number on the wire; BAD_ARGUMENT for an unknown one.
     pub fn from_i32(v: i32) -> HostResult<Self> {
         Ok(match v {
             0 => Self::HttpRequestBody,
@@ -114,6 +126,12 @@ pub enum StreamType {
 }
 
 impl StreamType {
+    /// The number on the wire.
+    pub fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The value for a number on the wire; BAD_ARGUMENT for an unknown one.
     pub fn from_i32(v: i32) -> HostResult<Self> {
         Ok(match v {
             0 => Self::Request,
@@ -137,6 +155,12 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
+    /// The number on the wire.
+    pub fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The value for a number on the wire; BAD_ARGUMENT for an unknown one.
     pub fn from_i32(v: i32) -> HostResult<Self> {
         Ok(match v {
             0 => Self::Trace,
@@ -159,6 +183,12 @@ pub enum MetricType {
 }
 
 impl MetricType {
+    /// The number on the wire.
+    pub fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The value for a number on the wire; BAD_ARGUMENT for an unknown one.
     pub fn from_i32(v: i32) -> HostResult<Self> {
         Ok(match v {
             0 => Self::Counter,

@@ -12,131 +12,27 @@
 //! `stats` plugin) read it back as the property `istio_operationId`.
 //! Attributes are generated in `on_log` (Istio's default phase) or, with
 //! `"phase": "ON_REQUEST"`, in `on_request_headers`. docs/attributegen.md
-//! has the reference; the logic lives in [`core`].
+//! has the reference.
 //!
 //! A configuration error (bad JSON, an unknown or ill-typed field, a
 //! missing `output_attribute`, a condition that is not valid CEL) is logged
 //! with the field's path and rejects the plugin (`on_configure` returns
 //! false).
+//!
+//! * [`config`]: the configuration, parsed and compiled into rules.
+//! * [`rules`]: the rules and their evaluation, free of host calls and
+//!   unit-tested natively.
+//! * `shell` (wasm only): the root and HTTP contexts that read the
+//!   configuration, run the rules and set the attributes, through
+//!   `meshwasm_sdk::host`.
 
-pub mod core;
+pub mod config;
+pub mod rules;
+#[cfg(target_arch = "wasm32")]
+mod shell;
 
-use crate::core::{AttributeGen, Outcome, Phase};
-use meshwasm_sdk::attributes::HostAttributes;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
-use std::rc::Rc;
-
+#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(shell::root);
 }}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
-}
-
-/// Istio's error counters (its `error_count` metric with tags
-/// `wasm_filter=attributegen` and `type=config|runtime`, named as the
-/// proxy-wasm C++ SDK composes tagged names).
-const CONFIG_ERRORS: &str = "wasm_filter.attributegen.type.config.error_count";
-const RUNTIME_ERRORS: &str = "wasm_filter.attributegen.type.runtime.error_count";
-
-#[derive(Default)]
-struct Root {
-    plugin: Option<Rc<Plugin>>,
-}
-
-struct Plugin {
-    gen: AttributeGen,
-    runtime_errors: Option<u32>,
-}
-
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = self.get_plugin_configuration().unwrap_or_default();
-        // Both counters exist from the start, as Istio resolves them when its
-        // root context is created.
-        let config_errors = hostcalls::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();
-        let runtime_errors = hostcalls::define_metric(MetricType::Counter, RUNTIME_ERRORS).ok();
-        match AttributeGen::from_config(&config) {
-            Ok(gen) => {
-                if gen.debug {
-                    for g in &gen.generators {
-                        log(
-                            LogLevel::Debug,
-                            &format!("{}: {} matches, {:?}", g.output_attribute, g.matches.len(), g.phase),
-                        );
-                    }
-                }
-                self.plugin = Some(Rc::new(Plugin { gen, runtime_errors }));
-                true
-            }
-            Err(e) => {
-                if let Some(id) = config_errors {
-                    let _ = hostcalls::increment_metric(id, 1);
-                }
-                // Envoy prefixes plugin logs with the plugin's name.
-                log(LogLevel::Error, &e.to_string());
-                false
-            }
-        }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { plugin: self.plugin.clone() }))
-    }
-}
-
-struct Stream {
-    plugin: Option<Rc<Plugin>>,
-}
-
-impl Stream {
-    fn generate(&self, phase: Phase) {
-        let Some(plugin) = &self.plugin else { return };
-        if !plugin.gen.has_phase(phase) {
-            return;
-        }
-        let attrs = HostAttributes::new();
-        for outcome in plugin.gen.run(phase, &attrs) {
-            match outcome {
-                Outcome::Set { attribute, value } => {
-                    let result = meshwasm_sdk::property::set(&[attribute], value.as_bytes());
-                    if plugin.gen.debug {
-                        log(LogLevel::Debug, &format!("set {attribute} = {value} ({result:?})"));
-                    }
-                }
-                Outcome::NoMatch { .. } => {}
-                Outcome::Error { attribute, index, message } => {
-                    if let Some(id) = plugin.runtime_errors {
-                        let _ = hostcalls::increment_metric(id, 1);
-                    }
-                    if plugin.gen.debug {
-                        log(LogLevel::Debug, &format!("{attribute}: match[{index}] failed: {message}"));
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Context for Stream {}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.generate(Phase::OnRequest);
-        Action::Continue
-    }
-
-    fn on_log(&mut self) {
-        self.generate(Phase::AfterResponse);
-    }
-}

@@ -7,7 +7,7 @@
 //! Parsing is strict: unknown fields, ill-typed values, unknown enum names
 //! and bad durations are errors naming the field (`meshwasm_sdk::config`).
 //! Semantic checks (CEL, names) happen when the core is built
-//! (`core::Stats::new`), with the same kind of error.
+//! (`metrics::Stats::new`), with the same kind of error.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;

@@ -6,15 +6,17 @@
 //! reads goes through `host`, which never panics.
 
 use crate::config::{MetricKind, PluginConfig, ReporterConfig};
-use crate::core::{ClusterService, Expression, MetricSink, Reporter, RequestFacts, Stats, TcpConnection};
+use crate::facts::{ClusterService, Reporter, RequestFacts};
 use crate::host;
+use crate::metrics::{Expression, MetricSink, Stats};
+use crate::report::TcpConnection;
 use meshwasm_sdk::attributes::{AttrValue, AttributeSource, HostAttributes};
 use meshwasm_sdk::cel;
 use meshwasm_sdk::istio::{
     decode_peer_metadata_header, decode_struct, is_grpc_content_type, WorkloadInfo, PEER_METADATA_HEADER,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{ContextType, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -23,12 +25,10 @@ use std::time::Duration;
 /// Istio's default `tcp_reporting_duration`.
 const DEFAULT_TCP_REPORTING_MS: u64 = 5_000;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(StatsRoot { stats: Rc::new(RefCell::new(State::default())) })
-    });
-}}
+/// The root context of a new plugin instance (the entry point's factory).
+pub fn root(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(StatsRoot { stats: Rc::new(RefCell::new(State::default())) })
+}
 
 /// The SDK's CEL, as the core sees expressions.
 pub struct Cel(cel::Expression);

@@ -1,0 +1,506 @@
+//! The stats plugin's metrics, free of host calls: which metrics exist and
+//! with which labels (built from the configuration by [`Stats::new`], whose
+//! errors name the field), and which series to define and record into
+//! (through a [`MetricSink`]), under the cardinality cap. What each label's
+//! value is lives in [`crate::labels`], when to report in [`crate::report`].
+//!
+//! Istio's behaviour followed here is from its stats filter (istio/proxy
+//! `source/extensions/filters/http/istio_stats`, and the Wasm plugin it
+//! replaced, `extensions/stats`); docs/stats.md lists the facts and the
+//! few differences.
+
+use crate::config::{MetricKind, PluginConfig, DEFAULT_MAX_SERIES_PER_METRIC};
+use crate::facts::Reporter;
+use meshwasm_sdk::attributes::{AttrValue, AttributeSource};
+use meshwasm_sdk::config::ConfigError;
+use meshwasm_sdk::istio::{
+    or_unknown, Label, LabelPlan, LabelSource, SeriesCache, StatNaming, WorkloadInfo, HTTP_LABELS, OVERFLOW,
+    PEER_LABELS, TCP_LABELS, UNKNOWN,
+};
+use std::collections::HashMap;
+
+/// A compiled CEL expression (the SDK's `cel::Expression` in the plugin;
+/// a stand-in in unit tests).
+pub trait Expression: Sized {
+    fn compile(source: &str) -> Result<Self, String>;
+    fn evaluate(&self, attrs: &dyn AttributeSource) -> Result<AttrValue, String>;
+    /// The value as a label (CEL's string form).
+    fn evaluate_string(&self, attrs: &dyn AttributeSource) -> Result<String, String>;
+}
+
+/// Where the host keeps metrics.
+pub trait MetricSink {
+    /// `proxy_define_metric`; None when the host refuses.
+    fn define(&mut self, kind: MetricKind, name: &str) -> Option<u32>;
+    /// Adds a positive amount to a counter.
+    fn increment(&mut self, id: u32, by: u64);
+    /// Sets a gauge or records a histogram sample.
+    fn record(&mut self, id: u32, value: u64);
+}
+
+/// How a standard metric gets its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StandardValue {
+    Requests,
+    DurationMs,
+    RequestBytes,
+    ResponseBytes,
+    RequestMessages,
+    ResponseMessages,
+    TcpOpened,
+    TcpClosed,
+    TcpSentBytes,
+    TcpReceivedBytes,
+}
+
+/// Istio's standard metrics: name (without prefix), type, value, labels.
+const STANDARD_METRICS: &[(&str, MetricKind, StandardValue, &[Label])] = &[
+    ("requests_total", MetricKind::Counter, StandardValue::Requests, HTTP_LABELS),
+    ("request_duration_milliseconds", MetricKind::Histogram, StandardValue::DurationMs, HTTP_LABELS),
+    ("request_bytes", MetricKind::Histogram, StandardValue::RequestBytes, HTTP_LABELS),
+    ("response_bytes", MetricKind::Histogram, StandardValue::ResponseBytes, HTTP_LABELS),
+    ("request_messages_total", MetricKind::Counter, StandardValue::RequestMessages, PEER_LABELS),
+    ("response_messages_total", MetricKind::Counter, StandardValue::ResponseMessages, PEER_LABELS),
+    ("tcp_connections_opened_total", MetricKind::Counter, StandardValue::TcpOpened, TCP_LABELS),
+    ("tcp_connections_closed_total", MetricKind::Counter, StandardValue::TcpClosed, TCP_LABELS),
+    ("tcp_sent_bytes_total", MetricKind::Counter, StandardValue::TcpSentBytes, TCP_LABELS),
+    ("tcp_received_bytes_total", MetricKind::Counter, StandardValue::TcpReceivedBytes, TCP_LABELS),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MetricValue {
+    Standard(StandardValue),
+    /// Index into `Stats::values`.
+    Custom(usize),
+}
+
+struct Metric {
+    /// Name as configured (`requests_total`, `get_calls`).
+    short_name: String,
+    /// With the prefix (`istio_requests_total`).
+    full_name: String,
+    kind: MetricKind,
+    value: MetricValue,
+    plan: LabelPlan,
+    dropped: bool,
+    series: SeriesCache,
+}
+
+/// The name of the counter of values diverted to overflow series.
+pub const OVERFLOW_COUNTER: &str = "meshwasm_stats_overflow_total";
+
+/// The configured plugin: metrics, expressions, caches (one per VM).
+pub struct Stats<E> {
+    naming: StatNaming,
+    pub(crate) reporter: Reporter,
+    pub(crate) local: WorkloadInfo,
+    pub(crate) disable_host_header_fallback: bool,
+    /// Dimension expressions, deduplicated by source.
+    dimensions: Vec<E>,
+    /// Custom metric value expressions.
+    values: Vec<E>,
+    metrics: Vec<Metric>,
+    overflow_counter: Option<u32>,
+    /// A peer nobody knows.
+    pub(crate) empty: WorkloadInfo,
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl<E: Expression> Stats<E> {
+    /// Builds the plugin from its configuration. Errors name the field;
+    /// the warnings are for things Istio accepts and ignores.
+    pub fn new(
+        config: &PluginConfig,
+        reporter: Reporter,
+        local: WorkloadInfo,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let naming = StatNaming::new(&config.stat_prefix, &config.field_separator, &config.value_separator);
+        if naming.field_separator == naming.value_separator {
+            return Err(ConfigError::new("value_separator", "must differ from field_separator"));
+        }
+        let max_series = config.max_series_per_metric.unwrap_or(DEFAULT_MAX_SERIES_PER_METRIC);
+        let max_series = usize::try_from(max_series).unwrap_or(usize::MAX);
+        let mut warnings = Vec::new();
+        let mut metrics: Vec<Metric> = STANDARD_METRICS
+            .iter()
+            .map(|(name, kind, value, labels)| Metric {
+                short_name: name.to_string(),
+                full_name: naming.metric_name(name),
+                kind: *kind,
+                value: MetricValue::Standard(*value),
+                plan: LabelPlan::standard(labels),
+                dropped: false,
+                series: SeriesCache::new(max_series),
+            })
+            .collect();
+
+        let mut values = Vec::new();
+        for (i, d) in config.definitions.iter().enumerate() {
+            let at = |field: &str| format!("definitions[{i}].{field}");
+            if d.name.is_empty() {
+                return Err(ConfigError::new(at("name"), "must not be empty"));
+            }
+            if !is_label_name(&d.name) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("`{}` is not a valid metric name ([a-zA-Z_][a-zA-Z0-9_]*)", d.name),
+                ));
+            }
+            if let Some(m) = metrics.iter().find(|m| m.short_name == d.name) {
+                let what = if matches!(m.value, MetricValue::Standard(_)) { "the standard metric" } else { "metric" };
+                return Err(ConfigError::new(at("name"), format!("{what} `{}` is already defined", d.name)));
+            }
+            if d.value.trim().is_empty() {
+                return Err(ConfigError::new(at("value"), "must not be empty"));
+            }
+            let expr = E::compile(&d.value)
+                .map_err(|e| ConfigError::new(at("value"), format!("invalid CEL expression: {e}")))?;
+            values.push(expr);
+            metrics.push(Metric {
+                short_name: d.name.clone(),
+                full_name: naming.metric_name(&d.name),
+                kind: d.kind,
+                value: MetricValue::Custom(values.len() - 1),
+                plan: LabelPlan::custom(),
+                dropped: false,
+                series: SeriesCache::new(max_series),
+            });
+        }
+
+        let mut dimensions: Vec<E> = Vec::new();
+        let mut by_source: HashMap<String, usize> = HashMap::new();
+        for (i, m) in config.metrics.iter().enumerate() {
+            let targets: Vec<usize> = if m.name.is_empty() {
+                (0..metrics.len()).collect()
+            } else {
+                metrics.iter().position(|x| x.short_name == m.name).into_iter().collect()
+            };
+            if targets.is_empty() {
+                warnings.push(format!("metrics[{i}].name: `{}` matches no metric; the entry is ignored", m.name));
+            }
+            if !m.match_.is_empty() {
+                warnings.push(format!("metrics[{i}].match: not implemented (as in Istio), ignored"));
+            }
+            if m.drop {
+                // As in Istio, a dropping entry does nothing else.
+                for t in &targets {
+                    metrics[*t].dropped = true;
+                }
+                continue;
+            }
+            for (j, tag) in m.tags_to_remove.iter().enumerate() {
+                if tag.is_empty() {
+                    return Err(ConfigError::new(format!("metrics[{i}].tags_to_remove[{j}]"), "must not be empty"));
+                }
+            }
+            let mut dims = Vec::with_capacity(m.dimensions.len());
+            for (label, source) in &m.dimensions {
+                let at = format!("metrics[{i}].dimensions.{label}");
+                if !is_label_name(label) {
+                    return Err(ConfigError::new(
+                        at,
+                        format!("`{label}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                    ));
+                }
+                let id = match by_source.get(source) {
+                    Some(id) => *id,
+                    None => {
+                        let expr = E::compile(source)
+                            .map_err(|e| ConfigError::new(at, format!("invalid CEL expression: {e}")))?;
+                        dimensions.push(expr);
+                        by_source.insert(source.clone(), dimensions.len() - 1);
+                        dimensions.len() - 1
+                    }
+                };
+                dims.push((label.as_str(), id));
+            }
+            for t in targets {
+                metrics[t].plan.apply(m.tags_to_remove.iter().map(String::as_str), dims.iter().copied());
+            }
+        }
+
+        let stats = Stats {
+            naming,
+            reporter,
+            local,
+            disable_host_header_fallback: config.disable_host_header_fallback,
+            dimensions,
+            values,
+            metrics,
+            overflow_counter: None,
+            empty: WorkloadInfo::default(),
+        };
+        Ok((stats, warnings))
+    }
+
+    pub fn reporter(&self) -> Reporter {
+        self.reporter
+    }
+
+    /// Changes the reporter (the shell learns the listener direction only
+    /// once a stream runs: Envoy does not give it to root contexts).
+    pub fn set_reporter(&mut self, reporter: Reporter) {
+        self.reporter = reporter;
+    }
+
+    pub fn host_header_fallback(&self) -> bool {
+        !self.disable_host_header_fallback
+    }
+
+    pub fn naming(&self) -> &StatNaming {
+        &self.naming
+    }
+
+    /// `istio_build{component="proxy",tag="<ISTIO_VERSION>"} 1`, named the
+    /// way Istio's bootstrap tag regexes (`(component\.(.+?)\.)`,
+    /// `(tag\.(.+?);\.)`) extract.
+    pub fn build_stat_name(&self) -> String {
+        let version = or_unknown(&self.local.istio_version).replace(';', "_");
+        format!("component.proxy.tag.{version};.{}", self.naming.metric_name("build"))
+    }
+
+    pub fn record_version(&self, sink: &mut dyn MetricSink) {
+        if let Some(id) = sink.define(MetricKind::Gauge, &self.build_stat_name()) {
+            sink.record(id, 1);
+        }
+    }
+
+    /// The dimension expressions' values; one that fails to evaluate is
+    /// `unknown`, as in Istio.
+    pub(crate) fn dimension_values(&self, attrs: &dyn AttributeSource) -> Vec<String> {
+        self.dimensions.iter().map(|e| e.evaluate_string(attrs).unwrap_or_else(|_| UNKNOWN.to_string())).collect()
+    }
+
+    pub(crate) fn custom_values(&self, attrs: &dyn AttributeSource) -> Vec<u64> {
+        self.values.iter().map(|e| e.evaluate(attrs).map(|v| metric_amount(&v)).unwrap_or(0)).collect()
+    }
+
+    /// Records every metric `amount` gives a value for, under its labels.
+    /// A counter's series is defined even when the amount is 0, so it shows
+    /// (as Istio's counters do) from its first report.
+    pub(crate) fn emit(
+        &mut self,
+        standard: &[String],
+        dims: &[String],
+        sink: &mut dyn MetricSink,
+        amount: impl Fn(MetricValue) -> Option<u64>,
+    ) {
+        let mut overflowed = 0u64;
+        for m in self.metrics.iter_mut() {
+            if m.dropped {
+                continue;
+            }
+            let Some(amount) = amount(m.value) else { continue };
+            let labels: Vec<(&str, &str)> = m
+                .plan
+                .labels()
+                .map(|(name, source)| {
+                    let value = match source {
+                        LabelSource::Standard(l) => standard[l as usize].as_str(),
+                        LabelSource::Dimension(i) => dims.get(i).map(String::as_str).unwrap_or(UNKNOWN),
+                    };
+                    (name, value)
+                })
+                .collect();
+            let naming = &self.naming;
+            let key = naming.series_key(labels.iter().map(|(_, v)| *v));
+            let (kind, full_name) = (m.kind, &m.full_name);
+            let resolved = m.series.resolve(&key, |overflow| {
+                let name = if overflow {
+                    naming.stat_name(full_name, labels.iter().map(|(n, _)| (*n, OVERFLOW)))
+                } else {
+                    naming.stat_name(full_name, labels.iter().copied())
+                };
+                sink.define(kind, &name)
+            });
+            let Some((id, overflow)) = resolved else { continue };
+            if overflow {
+                overflowed += 1;
+            }
+            match m.kind {
+                MetricKind::Counter if amount > 0 => sink.increment(id, amount),
+                MetricKind::Counter => {}
+                MetricKind::Gauge | MetricKind::Histogram => sink.record(id, amount),
+            }
+        }
+        if overflowed > 0 {
+            if self.overflow_counter.is_none() {
+                self.overflow_counter = sink.define(MetricKind::Counter, OVERFLOW_COUNTER);
+            }
+            if let Some(id) = self.overflow_counter {
+                sink.increment(id, overflowed);
+            }
+        }
+    }
+}
+
+/// A custom metric's amount from its expression's value, as Istio reads it
+/// (the value printed, then parsed as an unsigned integer; 0 otherwise):
+/// non-negative integers, integral non-negative doubles, and strings
+/// holding an unsigned integer.
+pub fn metric_amount(v: &AttrValue) -> u64 {
+    match v {
+        AttrValue::Int(i) => u64::try_from(*i).unwrap_or(0),
+        AttrValue::Uint(u) => *u,
+        AttrValue::Double(d) if d.is_finite() && *d >= 0.0 && d.fract() == 0.0 && *d < u64::MAX as f64 => *d as u64,
+        AttrValue::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use meshwasm_sdk::config::parse;
+
+    #[test]
+    fn seed_examples() {
+        let mut s = stats(
+            r#"{
+              "metrics": [{"name": "requests_total",
+                           "dimensions": {"upstream_proxy_version": "attr:upstream_peer.istio_version", "source_mesh_id": "attr:node.metadata.MESH_ID"},
+                           "tags_to_remove": ["request_protocol"]}],
+              "definitions": [{"name": "get_calls", "type": "COUNTER", "value": "method_is_get"}]
+            }"#,
+            Reporter::Destination,
+        );
+        let mut sink = Sink::default();
+        s.record_http(&get_request(), &attrs("GET"), &mut sink);
+        s.record_http(&get_request(), &attrs("POST"), &mut sink);
+        let name = sink.one("istio_requests_total").to_string();
+        let labels = labels_of(&name);
+        assert_eq!(labels.len(), 26);
+        assert!(!labels.iter().any(|(k, _)| k == "request_protocol"));
+        assert_eq!(labels[24], ("source_mesh_id".into(), "mesh1".into()));
+        assert_eq!(labels[25], ("upstream_proxy_version".into(), "unknown".into()), "failed evaluation → unknown");
+        // Other metrics keep request_protocol.
+        assert!(labels_of(sink.one("istio_request_bytes")).iter().any(|(k, _)| k == "request_protocol"));
+        // The custom counter has no labels and counts the GET only.
+        assert_eq!(sink.one("istio_get_calls"), "istio_get_calls");
+        assert_eq!(sink.counter("istio_get_calls"), Some(1));
+    }
+
+    #[test]
+    fn overrides_drops_and_custom_types() {
+        let mut s = stats(
+            r#"{
+              "metrics": [
+                {"dimensions": {"response_code": "'override'", "request_operation": "'op'"}},
+                {"name": "request_bytes", "drop": true},
+                {"name": "requests_total", "tags_to_remove": ["response_code"]},
+                {"name": "requests_total", "dimensions": {"response_code": "'again'"}}
+              ],
+              "definitions": [
+                {"name": "g", "type": "GAUGE", "value": "5"},
+                {"name": "h", "type": "HISTOGRAM", "value": "'12'"},
+                {"name": "neg", "value": "-3"}
+              ],
+              "stat_prefix": "mesh"
+            }"#,
+            Reporter::Destination,
+        );
+        let mut sink = Sink::default();
+        s.record_http(&get_request(), &attrs("GET"), &mut sink);
+        assert!(!sink.names.iter().any(|(_, n)| n.ends_with("mesh_request_bytes")), "dropped");
+        let req = labels_of(sink.one("mesh_requests_total"));
+        let code = req.iter().position(|(k, _)| k == "response_code").unwrap();
+        assert_eq!(req[code], ("response_code".into(), "again".into()));
+        assert_eq!(req[code - 1].0, "request_protocol", "restored at its position");
+        assert_eq!(req.last().unwrap(), &("request_operation".to_string(), "op".to_string()));
+        let resp = labels_of(sink.one("mesh_response_bytes"));
+        assert!(resp.contains(&("response_code".into(), "override".into())));
+        // Nameless entries add their dimensions to custom metrics too.
+        let g = sink.one("mesh_g").to_string();
+        assert_eq!(
+            labels_of(&g),
+            [("request_operation".to_string(), "op".to_string()), ("response_code".into(), "override".into())]
+        );
+        let gid = sink.names.iter().position(|(_, n)| *n == g).unwrap() as u32;
+        assert_eq!(sink.values[&gid], [5]);
+        assert_eq!(sink.names[gid as usize].0, MetricKind::Gauge);
+        let hid = sink.names.iter().position(|(_, n)| n.ends_with("mesh_h")).unwrap() as u32;
+        assert_eq!(sink.values[&hid], [12]);
+        // A negative value counts 0: the series exists, nothing is added.
+        assert_eq!(sink.counter(sink.one("mesh_neg")), Some(0));
+        // istio_build follows Istio's bootstrap regexes.
+        assert_eq!(s.build_stat_name(), "component.proxy.tag.1.16.0;.mesh_build");
+    }
+
+    #[test]
+    fn cardinality_cap() {
+        let mut s = stats(
+            r#"{"max_series_per_metric": 2, "metrics": [{"name": "requests_total", "dimensions": {"user": "attr:request.user"}}]}"#,
+            Reporter::Destination,
+        );
+        let mut sink = Sink::default();
+        for user in ["a", "b", "c", "d", "a"] {
+            let mut a = attrs("GET");
+            a.insert("request.user".into(), AttrValue::String(user.into()));
+            s.record_http(&get_request(), &a, &mut sink);
+        }
+        let requests: Vec<&String> =
+            sink.names.iter().map(|(_, n)| n).filter(|n| n.ends_with("istio_requests_total")).collect();
+        assert_eq!(requests.len(), 3);
+        let overflow = requests.iter().find(|n| n.contains("user=.=overflow")).unwrap();
+        assert!(labels_of(overflow).iter().all(|(_, v)| v == "overflow"));
+        assert_eq!(sink.counter(overflow), Some(2));
+        let a = requests.iter().find(|n| n.contains("user=.=a;")).unwrap();
+        assert_eq!(sink.counter(a), Some(2));
+        // c and d overflowed for requests_total only (the other metrics
+        // have one label set).
+        assert_eq!(sink.counter(OVERFLOW_COUNTER), Some(2));
+    }
+
+    fn config_error(json: &str) -> ConfigError {
+        let c: PluginConfig = parse(json.as_bytes()).unwrap();
+        match Stats::<Fake>::new(&c, Reporter::Destination, local()) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted: {json}"),
+        }
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            (r#"{"definitions":[{"name":"x","value":"a b"}]}"#, "definitions[0].value", "invalid CEL expression"),
+            (r#"{"definitions":[{"value":"1"}]}"#, "definitions[0].name", "must not be empty"),
+            (r#"{"definitions":[{"name":"x"}]}"#, "definitions[0].value", "must not be empty"),
+            (r#"{"definitions":[{"name":"requests_total","value":"1"}]}"#, "definitions[0].name", "standard metric"),
+            (
+                r#"{"definitions":[{"name":"x","value":"1"},{"name":"x","value":"2"}]}"#,
+                "definitions[1].name",
+                "already defined",
+            ),
+            (r#"{"definitions":[{"name":"x-y","value":"1"}]}"#, "definitions[0].name", "not a valid metric name"),
+            (r#"{"metrics":[{"dimensions":{"a":"bad expr"}}]}"#, "metrics[0].dimensions.a", "invalid CEL expression"),
+            (r#"{"metrics":[{},{"dimensions":{"a;b":"'x'"}}]}"#, "metrics[1].dimensions.a;b", "not a valid label name"),
+            (r#"{"metrics":[{"tags_to_remove":[""]}]}"#, "metrics[0].tags_to_remove[0]", "must not be empty"),
+            (r#"{"field_separator":"==","value_separator":"=="}"#, "value_separator", "must differ"),
+        ];
+        for (json, path, message) in cases {
+            let e = config_error(json);
+            assert_eq!(e.path, path, "{json}: {e}");
+            assert!(e.message.contains(message), "{json}: {e}");
+        }
+        let c: PluginConfig = parse(br#"{"metrics":[{"name":"nope","match":"x"}]}"#).unwrap();
+        let (_, warnings) = Stats::<Fake>::new(&c, Reporter::Destination, local()).unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
+    fn amounts() {
+        assert_eq!(metric_amount(&AttrValue::Int(3)), 3);
+        assert_eq!(metric_amount(&AttrValue::Int(-3)), 0);
+        assert_eq!(metric_amount(&AttrValue::Uint(4)), 4);
+        assert_eq!(metric_amount(&AttrValue::Double(2.0)), 2);
+        assert_eq!(metric_amount(&AttrValue::Double(2.5)), 0);
+        assert_eq!(metric_amount(&AttrValue::String("17".into())), 17);
+        assert_eq!(metric_amount(&AttrValue::Bool(true)), 0);
+    }
+}

@@ -35,67 +35,66 @@ pub const CANONICAL_NAME_LABEL: &str = "service.istio.io/canonical-name";
 /// The label key of the canonical service revision.
 pub const CANONICAL_REVISION_LABEL: &str = "service.istio.io/canonical-revision";
 
-/// Request header of Istio's HTTP metadata exchange: the peer's node id.
-pub const PEER_METADATA_ID_HEADER: &str = "x-envoy-peer-metadata-id";
-/// Request/response header of Istio's HTTP metadata exchange: base64 of the
-/// peer's node metadata as a serialized `google.protobuf.Struct`.
-pub const PEER_METADATA_HEADER: &str = "x-envoy-peer-metadata";
+pub use meshwasm_wire::istio::{PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, STANDARD_LABELS};
 
 macro_rules! labels {
-    ($($variant:ident => $name:literal,)*) => {
+    ($($variant:ident,)*) => {
         /// Istio's standard labels, in the order Istio's bootstrap lists
         /// their tag regexes, which is the order `/stats/prometheus` prints
-        /// them in.
+        /// them in. Each indexes its name in the one list of names,
+        /// [`STANDARD_LABELS`] (from `meshwasm_wire::istio`).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Label { $($variant,)* }
-
-        /// The standard label names, in [`Label`] order.
-        pub const STANDARD_LABELS: &[&str] = &[$($name,)*];
 
         impl Label {
             /// Every standard label, in order.
             pub const ALL: &'static [Label] = &[$(Label::$variant,)*];
-
-            pub fn name(self) -> &'static str {
-                STANDARD_LABELS[self as usize]
-            }
-
-            pub fn from_name(name: &str) -> Option<Label> {
-                match name {
-                    $($name => Some(Label::$variant),)*
-                    _ => None,
-                }
-            }
         }
     };
 }
 
 labels! {
-    Reporter => "reporter",
-    SourceWorkload => "source_workload",
-    SourceCanonicalService => "source_canonical_service",
-    SourceCanonicalRevision => "source_canonical_revision",
-    SourceWorkloadNamespace => "source_workload_namespace",
-    SourcePrincipal => "source_principal",
-    SourceApp => "source_app",
-    SourceVersion => "source_version",
-    SourceCluster => "source_cluster",
-    DestinationWorkload => "destination_workload",
-    DestinationWorkloadNamespace => "destination_workload_namespace",
-    DestinationPrincipal => "destination_principal",
-    DestinationApp => "destination_app",
-    DestinationVersion => "destination_version",
-    DestinationService => "destination_service",
-    DestinationCanonicalService => "destination_canonical_service",
-    DestinationCanonicalRevision => "destination_canonical_revision",
-    DestinationServiceName => "destination_service_name",
-    DestinationServiceNamespace => "destination_service_namespace",
-    DestinationCluster => "destination_cluster",
-    RequestProtocol => "request_protocol",
-    ResponseCode => "response_code",
-    GrpcResponseStatus => "grpc_response_status",
-    ResponseFlags => "response_flags",
-    ConnectionSecurityPolicy => "connection_security_policy",
+    Reporter,
+    SourceWorkload,
+    SourceCanonicalService,
+    SourceCanonicalRevision,
+    SourceWorkloadNamespace,
+    SourcePrincipal,
+    SourceApp,
+    SourceVersion,
+    SourceCluster,
+    DestinationWorkload,
+    DestinationWorkloadNamespace,
+    DestinationPrincipal,
+    DestinationApp,
+    DestinationVersion,
+    DestinationService,
+    DestinationCanonicalService,
+    DestinationCanonicalRevision,
+    DestinationServiceName,
+    DestinationServiceNamespace,
+    DestinationCluster,
+    RequestProtocol,
+    ResponseCode,
+    GrpcResponseStatus,
+    ResponseFlags,
+    ConnectionSecurityPolicy,
+}
+
+// One variant per name, in the same order (checked by the tests by name).
+const _: () = assert!(Label::ALL.len() == STANDARD_LABELS.len());
+
+impl Label {
+    /// The label's name (`source_workload`).
+    pub fn name(self) -> &'static str {
+        STANDARD_LABELS.get(self as usize).copied().unwrap_or_default()
+    }
+
+    /// The standard label named `name`.
+    pub fn from_name(name: &str) -> Option<Label> {
+        let i = STANDARD_LABELS.iter().position(|n| *n == name)?;
+        Label::ALL.get(i).copied()
+    }
 }
 
 /// Labels of the HTTP metrics: all 25.
@@ -489,180 +488,17 @@ pub fn principal_namespace(principal: &str) -> Option<&str> {
 // ------------------------------------------------------------------ peer metadata
 
 /// Decodes Istio's `x-envoy-peer-metadata` header: base64 of the peer's node
-/// metadata serialized as a `google.protobuf.Struct`. None when it is not
+/// metadata serialized as a `google.protobuf.Struct`
+/// ([`meshwasm_wire::istio::decode_peer_metadata`]). None when it is not
 /// valid base64 or not a Struct.
 pub fn decode_peer_metadata_header(value: &[u8]) -> Option<WorkloadInfo> {
-    let bytes = base64_decode(value)?;
-    let st = decode_struct(&bytes)?;
-    Some(WorkloadInfo::from_struct(&st))
+    let metadata = meshwasm_wire::istio::decode_peer_metadata(value)?;
+    Some(WorkloadInfo::from_struct(&crate::property::struct_to_attr(&metadata)))
 }
 
-/// Standard base64 (`+/`, padding optional; also the URL-safe `-_`).
-/// Whitespace is not allowed. None on any invalid input.
-pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let input = match input.iter().position(|&c| c == b'=') {
-        Some(p) => {
-            // Only padding may follow, at most two characters of it.
-            if input[p..].iter().any(|&c| c != b'=') || input.len() - p > 2 {
-                return None;
-            }
-            &input[..p]
-        }
-        None => input,
-    };
-    if input.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for &c in input {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// How deep nested structs and lists may go when decoding (the header comes
-/// from the network).
-const MAX_STRUCT_DEPTH: usize = 16;
-
-/// Decodes a serialized `google.protobuf.Struct` into a map value. None when
-/// the bytes are not a well-formed Struct.
-pub fn decode_struct(bytes: &[u8]) -> Option<AttrValue> {
-    decode_struct_at(bytes, 0)
-}
-
-fn decode_struct_at(bytes: &[u8], depth: usize) -> Option<AttrValue> {
-    if depth > MAX_STRUCT_DEPTH {
-        return None;
-    }
-    let mut entries = Vec::new();
-    let mut r = PbReader(bytes);
-    while !r.0.is_empty() {
-        let (field, wire) = r.key()?;
-        if field == 1 && wire == 2 {
-            // map<string, Value> entry
-            let mut e = PbReader(r.bytes()?);
-            let (mut key, mut value) = (String::new(), AttrValue::Null);
-            while !e.0.is_empty() {
-                let (f, w) = e.key()?;
-                match (f, w) {
-                    (1, 2) => key = String::from_utf8(e.bytes()?.to_vec()).ok()?,
-                    (2, 2) => value = decode_value(e.bytes()?, depth + 1)?,
-                    _ => e.skip(w)?,
-                }
-            }
-            entries.push((key, value));
-        } else {
-            r.skip(wire)?;
-        }
-    }
-    Some(AttrValue::Map(entries))
-}
-
-fn decode_value(bytes: &[u8], depth: usize) -> Option<AttrValue> {
-    if depth > MAX_STRUCT_DEPTH {
-        return None;
-    }
-    let mut r = PbReader(bytes);
-    let mut value = AttrValue::Null;
-    while !r.0.is_empty() {
-        let (field, wire) = r.key()?;
-        value = match (field, wire) {
-            (1, 0) => {
-                r.varint()?;
-                AttrValue::Null
-            }
-            (2, 1) => AttrValue::Double(f64::from_le_bytes(r.fixed64()?)),
-            (3, 2) => AttrValue::String(String::from_utf8(r.bytes()?.to_vec()).ok()?),
-            (4, 0) => AttrValue::Bool(r.varint()? != 0),
-            (5, 2) => decode_struct_at(r.bytes()?, depth + 1)?,
-            (6, 2) => {
-                let mut l = PbReader(r.bytes()?);
-                let mut items = Vec::new();
-                while !l.0.is_empty() {
-                    let (f, w) = l.key()?;
-                    if f == 1 && w == 2 {
-                        items.push(decode_value(l.bytes()?, depth + 1)?);
-                    } else {
-                        l.skip(w)?;
-                    }
-                }
-                AttrValue::List(items)
-            }
-            (_, w) => {
-                r.skip(w)?;
-                continue;
-            }
-        };
-    }
-    Some(value)
-}
-
-/// A protobuf wire-format reader over a byte slice.
-struct PbReader<'a>(&'a [u8]);
-
-impl<'a> PbReader<'a> {
-    fn varint(&mut self) -> Option<u64> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let (&b, rest) = self.0.split_first()?;
-            self.0 = rest;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn key(&mut self) -> Option<(u64, u8)> {
-        let k = self.varint()?;
-        Some((k >> 3, (k & 7) as u8))
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = usize::try_from(self.varint()?).ok()?;
-        self.take(n)
-    }
-
-    fn fixed64(&mut self) -> Option<[u8; 8]> {
-        self.take(8)?.try_into().ok()
-    }
-
-    fn skip(&mut self, wire: u8) -> Option<()> {
-        match wire {
-            0 => self.varint().map(|_| ()),
-            1 => self.take(8).map(|_| ()),
-            2 => self.bytes().map(|_| ()),
-            5 => self.take(4).map(|_| ()),
-            _ => None,
-        }
-    }
-}
+/// A serialized `google.protobuf.Struct` as a map value
+/// ([`crate::property::decode_struct`]).
+pub use crate::property::decode_struct;
 
 // ------------------------------------------------------------------ request facts
 
@@ -717,6 +553,10 @@ mod tests {
         for (i, l) in Label::ALL.iter().enumerate() {
             assert_eq!(*l as usize, i);
             assert_eq!(Label::from_name(l.name()), Some(*l));
+            // The variant is its name in CamelCase: the enum and the wire
+            // crate's list agree label by label.
+            let camel: String = l.name().split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect();
+            assert_eq!(format!("{l:?}"), camel);
         }
         assert_eq!(Label::from_name("request_operation"), None);
         assert_eq!(PEER_LABELS.len(), 20);
@@ -838,69 +678,21 @@ mod tests {
         assert_eq!(principal_namespace("spiffe://x/ns//sa"), None);
     }
 
-    /// Protobuf encoding helpers for the tests.
-    fn pb_len(field: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![(field << 3) | 2];
-        let mut n = body.len();
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                v.push(b);
-                break;
-            }
-            v.push(b | 0x80);
-        }
-        v.extend_from_slice(body);
-        v
-    }
-
-    fn pb_struct(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (k, value) in entries {
-            let mut e = pb_len(1, k.as_bytes());
-            e.extend(pb_len(2, value));
-            out.extend(pb_len(1, &e));
-        }
-        out
-    }
-
-    fn pb_string_value(s: &str) -> Vec<u8> {
-        pb_len(3, s.as_bytes())
-    }
-
-    fn base64(bytes: &[u8]) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut s = String::new();
-        for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    s.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    s.push('=');
-                }
-            }
-        }
-        s
-    }
-
     #[test]
     fn peer_metadata_header_decodes() {
-        let labels =
-            pb_struct(&[("app", pb_string_value("productpage")), (CANONICAL_REVISION_LABEL, pb_string_value("v1"))]);
-        let mut number = vec![(2 << 3) | 1];
-        number.extend(3.5f64.to_le_bytes());
-        let meta = pb_struct(&[
-            ("WORKLOAD_NAME", pb_string_value("productpage-v1")),
-            ("NAMESPACE", pb_string_value("bookinfo")),
-            ("LABELS", pb_len(5, &labels)),
-            ("N", number),
-            ("L", pb_len(6, &pb_len(1, &pb_string_value("x")))),
-            ("B", vec![4 << 3, 1]),
-        ]);
-        let header = base64(&meta);
+        use meshwasm_wire::istio::encode_peer_metadata;
+        use meshwasm_wire::protobuf::{encode_json_struct, struct_from_json};
+        let serde_json::Value::Object(meta) = serde_json::json!({
+            "WORKLOAD_NAME": "productpage-v1",
+            "NAMESPACE": "bookinfo",
+            "LABELS": {"app": "productpage", CANONICAL_REVISION_LABEL: "v1"},
+            "N": 3.5,
+            "L": ["x"],
+            "B": true,
+        }) else {
+            panic!("an object")
+        };
+        let header = encode_peer_metadata(&struct_from_json(&meta));
         let w = decode_peer_metadata_header(header.as_bytes()).expect("decodes");
         assert_eq!(w.workload_name, "productpage-v1");
         assert_eq!(w.namespace, "bookinfo");
@@ -911,16 +703,19 @@ mod tests {
         for bad in [&b"!!!!"[..], b"a", b"ab=c", b"abc===", b"\xff\xfe", b"AAAA////"] {
             assert_eq!(decode_peer_metadata_header(bad), None, "{bad:?}");
         }
-        assert_eq!(base64_decode(b"aGk="), Some(b"hi".to_vec()));
-        assert_eq!(base64_decode(b""), Some(vec![]));
         // Truncated or absurd protobuf is rejected, not trusted.
-        assert_eq!(decode_struct(&meta[..meta.len() - 1]), None);
+        let bytes = encode_json_struct(&meta);
+        assert_eq!(decode_struct(&bytes[..bytes.len() - 1]), None);
         assert_eq!(decode_struct(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), None);
-        let mut deep = pb_struct(&[("k", pb_string_value("v"))]);
-        for _ in 0..40 {
-            deep = pb_struct(&[("k", pb_len(5, &deep))]);
-        }
-        assert_eq!(decode_struct(&deep), None);
+        // A repeated key: the last value wins (this module kept both before
+        // it used the wire crate).
+        let twice = [
+            encode_json_struct(&serde_json::Map::from_iter([("NAMESPACE".to_string(), "a".into())])),
+            encode_json_struct(&serde_json::Map::from_iter([("NAMESPACE".to_string(), "b".into())])),
+        ]
+        .concat();
+        let header = meshwasm_wire::istio::base64_encode(&twice);
+        assert_eq!(decode_peer_metadata_header(header.as_bytes()).map(|w| w.namespace), Some("b".to_string()));
     }
 
     #[test]

@@ -12,33 +12,7 @@ use std::fmt::Write;
 
 /// Istio's standard labels, in the order Istio's bootstrap lists their tag
 /// regexes (and so the order `/stats/prometheus` prints them).
-pub const ISTIO_LABELS: &[&str] = &[
-    "reporter",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "request_protocol",
-    "response_code",
-    "grpc_response_status",
-    "response_flags",
-    "connection_security_policy",
-];
+pub use meshwasm_wire::istio::STANDARD_LABELS as ISTIO_LABELS;
 
 /// The tag regex Istio generates for a label: `(label=\.=(.*?);\.;)`.
 pub fn istio_tag(label: &str) -> StatsTag {

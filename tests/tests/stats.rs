@@ -44,44 +44,33 @@ fn reviews_node() -> Value {
 
 // -------------------------------------------------- peer metadata header
 
-/// A JSON object as a serialized `google.protobuf.Struct`.
-fn pb_struct(obj: &Value) -> Vec<u8> {
-    host_sim::sim::node::encode_struct(obj.as_object().expect("a JSON object"))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            s.push(if i <= chunk.len() { A[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
-        }
-    }
-    s
+/// Istio's `x-envoy-peer-metadata` value for a workload's node metadata.
+fn peer_header(metadata: Value) -> String {
+    meshwasm_wire::istio::encode_peer_metadata(&meshwasm_wire::protobuf::struct_from_json(
+        metadata.as_object().expect("a JSON object"),
+    ))
 }
 
 /// Istio's `x-envoy-peer-metadata` header for the productpage-v1 pod.
 fn productpage_peer_header() -> String {
-    base64(&pb_struct(&json!({
+    peer_header(json!({
         "NAME": "productpage-v1-6b746f74dc-9stvs",
         "NAMESPACE": "default",
         "WORKLOAD_NAME": "productpage-v1",
         "CLUSTER_ID": "Kubernetes",
         "ISTIO_VERSION": "1.16.0",
         "LABELS": {"app": "productpage", "version": "v1", "service.istio.io/canonical-name": "productpage", "service.istio.io/canonical-revision": "v1"}
-    })))
+    }))
 }
 
 /// Istio's `x-envoy-peer-metadata` header for the ratings-v1 pod.
 fn ratings_peer_header() -> String {
-    base64(&pb_struct(&json!({
+    peer_header(json!({
         "NAMESPACE": "default",
         "WORKLOAD_NAME": "ratings-v1",
         "CLUSTER_ID": "Kubernetes",
         "LABELS": {"app": "ratings", "version": "v1", "service.istio.io/canonical-name": "ratings"}
-    })))
+    }))
 }
 
 // -------------------------------------------------- expectations
@@ -458,7 +447,7 @@ fn hostile_values_are_contained() {
                 ["user-agent", "x".repeat(20_000)]
             ]}
         }, {
-            "request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "svc"], ["x-envoy-peer-metadata", base64(b"\x0a\xff\xff\xff\xff\x0f")]]}
+            "request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "svc"], ["x-envoy-peer-metadata", meshwasm_wire::istio::base64_encode(b"\x0a\xff\xff\xff\xff\x0f")]]}
         }]
     }));
     assert_configured(&r);

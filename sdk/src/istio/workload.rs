@@ -1,0 +1,194 @@
+//! Workload facts from node metadata or a peer's exchanged metadata.
+
+use super::{CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL, LATEST, UNKNOWN};
+use crate::attributes::AttrValue;
+
+// ------------------------------------------------------------------ workloads
+
+/// What Istio knows about a workload, from its proxy's node metadata (the
+/// local one, `xds.node.metadata`) or from a peer's exchanged metadata.
+/// Empty strings are facts nobody provided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadInfo {
+    /// `NAME`: the pod name.
+    pub name: String,
+    /// `NAMESPACE`.
+    pub namespace: String,
+    /// `WORKLOAD_NAME`: the deployment (or other owner) name.
+    pub workload_name: String,
+    /// `LABELS.app`.
+    pub app: String,
+    /// `LABELS.version`.
+    pub version: String,
+    /// `LABELS["service.istio.io/canonical-name"]`.
+    pub canonical_service: String,
+    /// `LABELS["service.istio.io/canonical-revision"]`.
+    pub canonical_revision: String,
+    /// `CLUSTER_ID`.
+    pub cluster_id: String,
+    /// `MESH_ID`.
+    pub mesh_id: String,
+    /// `ISTIO_VERSION`.
+    pub istio_version: String,
+}
+
+impl WorkloadInfo {
+    /// From node metadata: `field` reads a top-level string (`NAMESPACE`),
+    /// `label` a key of `LABELS`.
+    pub fn from_metadata(field: impl Fn(&str) -> Option<String>, label: impl Fn(&str) -> Option<String>) -> Self {
+        let f = |k: &str| field(k).unwrap_or_default();
+        let l = |k: &str| label(k).unwrap_or_default();
+        WorkloadInfo {
+            name: f("NAME"),
+            namespace: f("NAMESPACE"),
+            workload_name: f("WORKLOAD_NAME"),
+            app: l("app"),
+            version: l("version"),
+            canonical_service: l(CANONICAL_NAME_LABEL),
+            canonical_revision: l(CANONICAL_REVISION_LABEL),
+            cluster_id: f("CLUSTER_ID"),
+            mesh_id: f("MESH_ID"),
+            istio_version: f("ISTIO_VERSION"),
+        }
+    }
+
+    /// From node metadata as a struct value (a decoded
+    /// `google.protobuf.Struct`). Non-string values are ignored.
+    pub fn from_struct(metadata: &AttrValue) -> Self {
+        let field = |k: &str| metadata.get(k).and_then(AttrValue::as_str).map(str::to_string);
+        let labels = metadata.get("LABELS");
+        let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(AttrValue::as_str).map(str::to_string);
+        Self::from_metadata(field, label)
+    }
+
+    /// Nothing is known.
+    pub fn is_empty(&self) -> bool {
+        *self == WorkloadInfo::default()
+    }
+}
+
+/// `value`, or `unknown` when it is empty.
+pub fn or_unknown(value: &str) -> &str {
+    if value.is_empty() {
+        UNKNOWN
+    } else {
+        value
+    }
+}
+
+/// A canonical revision, or `latest` when it is empty.
+pub fn or_latest(value: &str) -> &str {
+    if value.is_empty() {
+        LATEST
+    } else {
+        value
+    }
+}
+
+/// The namespace in a SPIFFE principal
+/// (`spiffe://cluster.local/ns/<namespace>/sa/<account>`), as Istio reads
+/// it: the text after `/ns/` up to the next `/`.
+pub fn principal_namespace(principal: &str) -> Option<&str> {
+    let start = principal.find("/ns/")? + 4;
+    let rest = &principal[start..];
+    let ns = rest.split('/').next().unwrap_or("");
+    if ns.is_empty() {
+        None
+    } else {
+        Some(ns)
+    }
+}
+
+// ------------------------------------------------------------------ peer metadata
+
+/// Decodes Istio's `x-envoy-peer-metadata` header: base64 of the peer's node
+/// metadata serialized as a `google.protobuf.Struct`
+/// ([`meshwasm_wire::istio::decode_peer_metadata`]). None when it is not
+/// valid base64 or not a Struct.
+pub fn decode_peer_metadata_header(value: &[u8]) -> Option<WorkloadInfo> {
+    let metadata = meshwasm_wire::istio::decode_peer_metadata(value)?;
+    Some(WorkloadInfo::from_struct(&crate::property::struct_to_attr(&metadata)))
+}
+
+/// A serialized `google.protobuf.Struct` as a map value
+/// ([`crate::property::decode_struct`]).
+pub use crate::property::decode_struct;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_facts_and_fallbacks() {
+        let meta = AttrValue::Map(vec![
+            ("NAME".into(), AttrValue::String("reviews-v1-abc".into())),
+            ("NAMESPACE".into(), AttrValue::String("default".into())),
+            ("WORKLOAD_NAME".into(), AttrValue::String("reviews-v1".into())),
+            ("CLUSTER_ID".into(), AttrValue::String("Kubernetes".into())),
+            ("MESH_ID".into(), AttrValue::String("mesh1".into())),
+            ("ISTIO_VERSION".into(), AttrValue::String("1.16.0".into())),
+            (
+                "LABELS".into(),
+                AttrValue::Map(vec![
+                    ("app".into(), AttrValue::String("reviews".into())),
+                    ("version".into(), AttrValue::String("v1".into())),
+                    (CANONICAL_NAME_LABEL.into(), AttrValue::String("reviews".into())),
+                ]),
+            ),
+            ("PLATFORM".into(), AttrValue::Double(1.0)),
+        ]);
+        let w = WorkloadInfo::from_struct(&meta);
+        assert_eq!(w.workload_name, "reviews-v1");
+        assert_eq!(w.app, "reviews");
+        assert_eq!(w.canonical_service, "reviews");
+        assert_eq!(w.canonical_revision, "");
+        assert_eq!(or_latest(&w.canonical_revision), "latest");
+        assert_eq!(or_unknown(""), "unknown");
+        assert_eq!(or_unknown("x"), "x");
+        assert!(WorkloadInfo::from_struct(&AttrValue::Null).is_empty());
+        assert_eq!(principal_namespace("spiffe://cluster.local/ns/foo/sa/bar"), Some("foo"));
+        assert_eq!(principal_namespace("spiffe://cluster.local/ns/foo"), Some("foo"));
+        assert_eq!(principal_namespace("spiffe://cluster.local/sa/bar"), None);
+        assert_eq!(principal_namespace("spiffe://x/ns//sa"), None);
+    }
+
+    #[test]
+    fn peer_metadata_header_decodes() {
+        use meshwasm_wire::istio::encode_peer_metadata;
+        use meshwasm_wire::protobuf::{encode_json_struct, struct_from_json};
+        let serde_json::Value::Object(meta) = serde_json::json!({
+            "WORKLOAD_NAME": "productpage-v1",
+            "NAMESPACE": "bookinfo",
+            "LABELS": {"app": "productpage", CANONICAL_REVISION_LABEL: "v1"},
+            "N": 3.5,
+            "L": ["x"],
+            "B": true,
+        }) else {
+            panic!("an object")
+        };
+        let header = encode_peer_metadata(&struct_from_json(&meta));
+        let w = decode_peer_metadata_header(header.as_bytes()).expect("decodes");
+        assert_eq!(w.workload_name, "productpage-v1");
+        assert_eq!(w.namespace, "bookinfo");
+        assert_eq!(w.app, "productpage");
+        assert_eq!(w.canonical_revision, "v1");
+        // Unpadded and URL-safe forms decode too; garbage does not panic.
+        assert!(decode_peer_metadata_header(header.trim_end_matches('=').as_bytes()).is_some());
+        for bad in [&b"!!!!"[..], b"a", b"ab=c", b"abc===", b"\xff\xfe", b"AAAA////"] {
+            assert_eq!(decode_peer_metadata_header(bad), None, "{bad:?}");
+        }
+        // Truncated or absurd protobuf is rejected, not trusted.
+        let bytes = encode_json_struct(&meta);
+        assert_eq!(decode_struct(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_struct(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), None);
+        // A repeated key: the last value wins (this module kept both before
+        // it used the wire crate).
+        let twice = [
+            encode_json_struct(&serde_json::Map::from_iter([("NAMESPACE".to_string(), "a".into())])),
+            encode_json_struct(&serde_json::Map::from_iter([("NAMESPACE".to_string(), "b".into())])),
+        ]
+        .concat();
+        let header = meshwasm_wire::istio::base64_encode(&twice);
+        assert_eq!(decode_peer_metadata_header(header.as_bytes()).map(|w| w.namespace), Some("b".to_string()));
+    }
+}

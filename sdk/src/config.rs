@@ -1,6 +1,6 @@
 //! Plugin configuration parsing with errors that name the field, so a bad
 //! config is rejected at configure time with a log line a user can act on:
-//! `invalid configuration at `metrics[0].dimensions.foo`: invalid type: integer `1`, expected a string`.
+//! ``invalid configuration at `metrics[0].dimensions.foo`: invalid type: integer `1`, expected a string``.
 //!
 //! Config structs use `#[serde(deny_unknown_fields)]` so typos are errors too.
 

@@ -15,7 +15,7 @@ pub enum SeriesLookup {
     Full,
 }
 
-/// Metric ids of one metric by label set (the [`StatNaming::series_key`] of
+/// Metric ids of one metric by label set (the [`StatNaming::series_key`](super::StatNaming::series_key) of
 /// its values), so `proxy_define_metric` runs once per series, with an
 /// optional cap on the number of distinct label sets. Past the cap, new
 /// label sets go to one overflow series (every label `overflow`).

@@ -1,0 +1,235 @@
+//! CEL expressions over request attributes, as Istio's extensions use them
+//! (attributegen conditions, stats dimensions and metric values).
+//!
+//! Built on the `cel` crate (docs/cel.md has the measurements and the
+//! choice). An [`Expression`] is parsed once, at configure time; evaluating
+//! it fetches from the [`AttributeSource`] only the attribute paths it
+//! references, each once, binds them, and runs the program against one
+//! environment shared by every expression (the standard library is never
+//! rebuilt per request).
+//!
+//! Beyond the standard library:
+//! * cel-go's string extensions (`lowerAscii`, `upperAscii`, `split`,
+//!   `replace`, `substring`, `trim`, `indexOf`, `lastIndexOf`, `join`,
+//!   `charAt`, `reverse`, `format`, `strings.quote`), from the crate.
+//! * `matches` on RE2-like regexes (regex-lite: linear time; `\d`, `\w`,
+//!   `\s` and POSIX classes are ASCII, as in RE2; Unicode classes such as
+//!   `\pL` are not supported). Compiled regexes are cached; a literal pattern
+//!   is compiled, and checked, when the expression is.
+//!
+//! Attribute paths: `request.method` references `["request", "method"]`;
+//! `node.metadata['MESH_ID']` references `["node", "metadata"]` (indexing
+//! stops the path); `has(request.headers.x)` references
+//! `["request", "headers", "x"]`. A path whose prefix is also referenced is
+//! covered by the prefix and not fetched again.
+//!
+//! Submodules: `paths` (the attribute paths an expression references),
+//! `values` (attribute values to and from CEL, re-exported here),
+//! `functions` (our `matches`).
+
+mod functions;
+mod paths;
+mod values;
+
+pub use values::{from_cel, stringify, to_cel};
+
+use crate::attributes::{AttrValue, AttributeSource};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::types::{CelBool, CelString};
+use cel::objects::{Key, Map};
+use cel::{Context, Env, ExecutionError, Program, Value};
+use functions as regex;
+use paths::{collect_paths, minimal};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+
+/// Expressions longer than this are refused (they are configuration, not
+/// data).
+pub const MAX_SOURCE_LEN: usize = 16 * 1024;
+/// Bracket nesting deeper than this is refused before parsing.
+pub const MAX_NESTING: usize = 64;
+
+/// The environment every expression runs in: standard library, strings
+/// extension, our `matches`. Built once per process (VM).
+fn env() -> &'static Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(build_env()))
+}
+
+fn build_env() -> Env {
+    let mut env = Env::stdlib();
+    // Registration fails only on a name clash, which the unit tests rule out;
+    // a failed extension would only make its functions unknown.
+    let _ = env.add_extension(cel::extensions::strings);
+    let _ = env.add_extension(regex::extension);
+    env
+}
+
+/// Identifiers that are CEL type names or function namespaces, not
+/// attributes: never fetched.
+const NOT_ATTRIBUTES: &[&str] = &[
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+    "strings",
+    "optional",
+    "google",
+];
+
+/// A compiled CEL expression.
+pub struct Expression {
+    source: String,
+    program: Program,
+    references: Vec<Vec<String>>,
+    /// References grouped by their root identifier: (root, indexes into
+    /// `references`); a root referenced alone has the single path `[root]`.
+    roots: Vec<(String, Vec<usize>)>,
+}
+
+impl std::fmt::Debug for Expression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expression").field("source", &self.source).field("references", &self.references).finish()
+    }
+}
+
+impl Expression {
+    /// Parses `source` (once, at configure time). The error says what is
+    /// wrong and where: `1:9: Syntax error: ...`.
+    pub fn compile(source: &str) -> Result<Expression, String> {
+        if source.trim().is_empty() {
+            return Err("empty expression".into());
+        }
+        if source.len() > MAX_SOURCE_LEN {
+            return Err(format!("expression longer than {MAX_SOURCE_LEN} bytes"));
+        }
+        let mut depth = 0usize;
+        for c in source.chars() {
+            match c {
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(format!("expression nested deeper than {MAX_NESTING} brackets"));
+                    }
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let program = env().compile(source).map_err(|errors| {
+            errors
+                .errors
+                .iter()
+                .map(|e| format!("{}:{}: {}", e.pos.0, e.pos.1 + 1, e.msg))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let expr = program.expression();
+        regex::precompile(expr)?;
+        let mut found = Vec::new();
+        collect_paths(expr, &mut Vec::new(), &mut found);
+        let references = minimal(found);
+        let mut roots: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, path) in references.iter().enumerate() {
+            match roots.iter_mut().find(|(r, _)| *r == path[0]) {
+                Some((_, idx)) => idx.push(i),
+                None => roots.push((path[0].clone(), vec![i])),
+            }
+        }
+        Ok(Expression { source: source.to_string(), program, references, roots })
+    }
+
+    /// The text the expression was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The attribute paths the expression references (deduplicated, in
+    /// order of first use, none covered by another's prefix).
+    pub fn references(&self) -> &[Vec<String>] {
+        &self.references
+    }
+
+    /// Evaluates against `attrs`, fetching each referenced path once. A
+    /// missing attribute makes an expression that needs it fail (`No such
+    /// key: method`, `Undeclared reference to 'x'`), as in Envoy; `has()`
+    /// tests presence without failing.
+    pub fn evaluate(&self, attrs: &dyn AttributeSource) -> Result<AttrValue, String> {
+        let mut ctx = Context::with_env(Arc::clone(env()));
+        for (root, indexes) in &self.roots {
+            if let Some(value) = self.bind(root, indexes, attrs) {
+                ctx.add_variable_from_value(root.as_str(), value);
+            }
+        }
+        let result = self.program.execute(&ctx).map_err(|e| execution_error(&e))?;
+        from_cel(result)
+    }
+
+    /// Evaluates and stringifies as Istio does for a dimension value:
+    /// strings as they are, integers in decimal, doubles in their shortest
+    /// round-trip form, bools `true`/`false`, bytes as (lossy) UTF-8,
+    /// timestamps in RFC 3339, durations in seconds (`1.5s`). Null, lists
+    /// and maps have no string form: an error.
+    pub fn evaluate_string(&self, attrs: &dyn AttributeSource) -> Result<String, String> {
+        stringify(&self.evaluate(attrs)?)
+    }
+
+    /// The value bound to `root`: the attribute itself when the expression
+    /// uses it whole, else a map holding each referenced path below it.
+    fn bind(&self, root: &str, indexes: &[usize], attrs: &dyn AttributeSource) -> Option<Value> {
+        let first = &self.references[indexes[0]];
+        if first.len() == 1 {
+            return attrs.attribute(&[root]).map(to_cel);
+        }
+        let mut tree = Tree::default();
+        for &i in indexes {
+            let path = &self.references[i];
+            let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+            if let Some(v) = attrs.attribute(&segments) {
+                tree.insert(&path[1..], to_cel(v));
+            }
+        }
+        Some(tree.into_value())
+    }
+}
+
+/// Nested maps under one root identifier.
+#[derive(Default)]
+struct Tree {
+    leaf: Option<Value>,
+    children: BTreeMap<String, Tree>,
+}
+
+impl Tree {
+    fn insert(&mut self, path: &[String], value: Value) {
+        match path.split_first() {
+            None => self.leaf = Some(value),
+            Some((head, rest)) => self.children.entry(head.clone()).or_default().insert(rest, value),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        if let Some(v) = self.leaf {
+            return v;
+        }
+        let map: HashMap<Key, Value> =
+            self.children.into_iter().map(|(k, t)| (Key::String(Arc::new(k)), t.into_value())).collect();
+        Value::Map(Map { map: Arc::new(map) })
+    }
+}
+
+fn execution_error(e: &ExecutionError) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! Tests of CEL compilation, evaluation and values.
+
+use super::values::duration_string;
+use super::*;
+use std::cell::Cell;
+
+fn attrs(pairs: &[(&str, AttrValue)]) -> BTreeMap<String, AttrValue> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn s(v: &str) -> AttrValue {
+    AttrValue::String(v.into())
+}
+
+fn request(method: &str, path: &str) -> BTreeMap<String, AttrValue> {
+    attrs(&[
+        ("request.method", s(method)),
+        ("request.url_path", s(path)),
+        ("request.headers", AttrValue::Map(vec![("x-user".into(), s("alice")), (":method".into(), s(method))])),
+        ("node.metadata", AttrValue::Map(vec![("MESH_ID".into(), s("mesh1")), ("N".into(), AttrValue::Double(2.0))])),
+        ("upstream_peer.istio_version", s("1.22.0")),
+        ("response.code", AttrValue::Int(200)),
+        ("request.time", AttrValue::Timestamp(1_767_225_600_000_000_000)),
+        ("request.duration", AttrValue::Duration(1_500_000_000)),
+        ("istio_operationId", s("ListCatalog")),
+    ])
+}
+
+fn eval(src: &str, a: &dyn AttributeSource) -> Result<AttrValue, String> {
+    Expression::compile(src)?.evaluate(a)
+}
+
+fn eval_str(src: &str) -> Result<String, String> {
+    Expression::compile(src)?.evaluate_string(&request("GET", "/api/catalog"))
+}
+
+#[test]
+fn seed_expressions() {
+    let get = request("GET", "/api/catalog");
+    let post = request("POST", "/api/catalog");
+    let e = Expression::compile("request.method.startsWith('GET') ? 1 : 0").unwrap();
+    assert_eq!(e.evaluate(&get), Ok(AttrValue::Int(1)));
+    assert_eq!(e.evaluate(&post), Ok(AttrValue::Int(0)));
+    assert_eq!(e.source(), "request.method.startsWith('GET') ? 1 : 0");
+    let c = Expression::compile("request.url_path == '/api/catalog' && request.method == 'GET'").unwrap();
+    assert_eq!(c.evaluate(&get), Ok(AttrValue::Bool(true)));
+    assert_eq!(c.evaluate(&post), Ok(AttrValue::Bool(false)));
+    assert_eq!(c.evaluate(&request("GET", "/other")), Ok(AttrValue::Bool(false)));
+    assert_eq!(eval("(request.method.startsWith('GET') ? 1 : 0)", &get), Ok(AttrValue::Int(1)));
+}
+
+#[test]
+fn references_are_the_attribute_paths() {
+    let refs = |src: &str| Expression::compile(src).unwrap().references().to_vec();
+    let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        refs("request.url_path == '/a' && request.method == 'GET' && request.method != 'X'"),
+        vec![p(&["request", "url_path"]), p(&["request", "method"])]
+    );
+    assert_eq!(refs("node.metadata['MESH_ID']"), vec![p(&["node", "metadata"])]);
+    assert_eq!(refs("upstream_peer.istio_version"), vec![p(&["upstream_peer", "istio_version"])]);
+    assert_eq!(refs("request.headers['x-user'] == 'a'"), vec![p(&["request", "headers"])]);
+    assert_eq!(refs("request.headers.x == 'y'"), vec![p(&["request", "headers", "x"])]);
+    assert_eq!(refs("has(request.headers.x) && request.headers.x == 'y'"), vec![p(&["request", "headers"])]);
+    assert_eq!(refs("has(response.code)"), vec![p(&["response", "code"])]);
+    assert_eq!(
+        refs("has(request.headers.x) || request.headers['y'] == ''"),
+        vec![p(&["request", "headers"])],
+        "a prefix covers the longer path"
+    );
+    assert_eq!(refs("istio_operationId"), vec![p(&["istio_operationId"])]);
+    assert_eq!(
+        refs("[1, 2].exists(x, x == response.code) && ['a'].map(m, m + request.method).size() == 1"),
+        vec![p(&["response", "code"]), p(&["request", "method"])],
+        "comprehension variables are not attributes"
+    );
+    assert_eq!(refs("type(1) == int && string(1) == '1' && strings.quote('a') != ''"), Vec::<Vec<String>>::new());
+    assert_eq!(refs("{'k': request.id}.k"), vec![p(&["request", "id"])]);
+    assert_eq!(refs("1 + 2"), Vec::<Vec<String>>::new());
+}
+
+/// Counts fetches, to check each referenced path is fetched once and
+/// nothing else is.
+struct Counting<'a> {
+    inner: &'a dyn AttributeSource,
+    calls: RefCell<Vec<String>>,
+    n: Cell<usize>,
+}
+
+impl AttributeSource for Counting<'_> {
+    fn attribute(&self, path: &[&str]) -> Option<AttrValue> {
+        self.n.set(self.n.get() + 1);
+        self.calls.borrow_mut().push(path.join("."));
+        self.inner.attribute(path)
+    }
+}
+
+#[test]
+fn binds_only_referenced_paths_once() {
+    let base = request("GET", "/api/catalog");
+    let counting = Counting { inner: &base, calls: RefCell::new(Vec::new()), n: Cell::new(0) };
+    let e = Expression::compile(
+        "request.method == 'GET' && request.method.size() == 3 && request.headers['x-user'] == 'alice' && \
+         node.metadata['MESH_ID'] == 'mesh1'",
+    )
+    .unwrap();
+    assert_eq!(e.evaluate(&counting), Ok(AttrValue::Bool(true)));
+    assert_eq!(*counting.calls.borrow(), vec!["request.method", "request.headers", "node.metadata"]);
+}
+
+#[test]
+fn map_indexing_and_has() {
+    let a = request("GET", "/api/catalog");
+    assert_eq!(eval("node.metadata['MESH_ID']", &a), Ok(s("mesh1")));
+    assert_eq!(eval("node.metadata.MESH_ID", &a), Ok(s("mesh1")));
+    assert_eq!(eval("request.headers['x-user']", &a), Ok(s("alice")));
+    assert!(eval("has(request.headers.x-user)", &a).is_err(), "`-` is subtraction, not a name");
+    assert_eq!(eval("'x-user' in request.headers", &a), Ok(AttrValue::Bool(true)));
+    assert_eq!(eval("has(request.method)", &a), Ok(AttrValue::Bool(true)));
+    assert_eq!(eval("has(request.query)", &a), Ok(AttrValue::Bool(false)));
+    assert_eq!(eval("has(response.code) ? response.code : 200", &a), Ok(AttrValue::Int(200)));
+    assert_eq!(eval("has(response.code) ? response.code : 0", &BTreeMap::new()), Ok(AttrValue::Int(0)));
+    assert_eq!(eval("has(node.metadata.NOPE)", &a), Ok(AttrValue::Bool(false)));
+    assert_eq!(eval("has(node.metadata.MESH_ID)", &a), Ok(AttrValue::Bool(true)));
+    assert_eq!(eval("has(request.headers.nope) ? 'y' : 'n'", &a), Ok(s("n")));
+    assert!(eval("has(request.headers.x) ? 'y' : 'n'", &BTreeMap::new()).is_err(), "no headers at all");
+    assert!(eval("node.metadata['NOPE']", &a).unwrap_err().contains("NOPE"));
+    assert_eq!(eval("upstream_peer.istio_version", &a), Ok(s("1.22.0")));
+    assert_eq!(eval("node.metadata['N'] == 2.0", &a), Ok(AttrValue::Bool(true)));
+    assert_eq!(eval("istio_operationId == 'ListCatalog'", &a), Ok(AttrValue::Bool(true)));
+}
+
+#[test]
+fn missing_attributes_are_errors() {
+    let empty: BTreeMap<String, AttrValue> = BTreeMap::new();
+    let e = eval("request.method == 'GET'", &empty).unwrap_err();
+    assert!(e.contains("method"), "{e}");
+    let e = eval("istio_operationId == 'x'", &empty).unwrap_err();
+    assert!(e.contains("istio_operationId"), "{e}");
+    // Logical operators absorb errors as CEL specifies.
+    assert_eq!(eval("false && request.method == 'GET'", &empty), Ok(AttrValue::Bool(false)));
+    assert_eq!(eval("true || request.method == 'GET'", &empty), Ok(AttrValue::Bool(true)));
+}
+
+#[test]
+fn compile_errors_say_what_is_wrong() {
+    let e = Expression::compile("request.method ==").unwrap_err();
+    assert!(e.starts_with("1:"), "{e}");
+    assert!(Expression::compile("").unwrap_err().contains("empty"));
+    assert!(Expression::compile("a.b(").is_err());
+    assert!(Expression::compile("'unterminated").is_err());
+    let e = Expression::compile("request.url_path.matches('[')").unwrap_err();
+    assert!(e.contains("invalid regex '['"), "{e}");
+    let deep = "(".repeat(100) + "1" + &")".repeat(100);
+    assert!(Expression::compile(&deep).unwrap_err().contains("nested"));
+    assert!(Expression::compile(&"1 + ".repeat(10_000)).is_err());
+    let long = "a".repeat(MAX_SOURCE_LEN + 1);
+    assert!(Expression::compile(&long).unwrap_err().contains("longer"));
+}
+
+#[test]
+fn odd_inputs_never_panic() {
+    let a = request("GET", "/x");
+    for src in [
+        "1 / 0",
+        "1 % 0",
+        "9223372036854775807 + 1",
+        "-9223372036854775808 - 1",
+        "[1][5]",
+        "{}['a']",
+        "'a'[0]",
+        "int('x')",
+        "uint(-1)",
+        "double('nan') == double('nan')",
+        "timestamp('bad')",
+        "duration('1x')",
+        "request.time + duration('87600000h')",
+        "b'\\xff'.size()",
+        "'\\uD800'",
+        "size(request)",
+        "request[1]",
+        "request.method.substring(5)",
+        "request.method.charAt(-1)",
+        "'a'.split('')",
+        "'%d'.format(['x'])",
+        "request.url_path.matches(request.method)",
+        "dyn(1) == dyn('1')",
+        "[1, 'a'] == [1, 'a']",
+        "{1: 'a', 1u: 'b'}",
+        "a.b.c.d.e.f",
+        ".request.method",
+        "request.duration / 0",
+    ] {
+        let _ = Expression::compile(src).map(|e| e.evaluate(&a));
+    }
+}
+
+#[test]
+fn string_extensions() {
+    for (src, want) in [
+        ("'TacoCat'.lowerAscii()", "tacocat"),
+        ("request.method.lowerAscii()", "get"),
+        ("'abc'.upperAscii()", "ABC"),
+        ("'a,b,c'.split(',')[1]", "b"),
+        ("'a,b,c'.split(',').join('-')", "a-b-c"),
+        ("'/api/v1'.replace('/', '.')", ".api.v1"),
+        ("'tacocat'.substring(4)", "cat"),
+        ("'tacocat'.substring(0, 4)", "taco"),
+        ("'  x  '.trim()", "x"),
+        ("string('abc'.indexOf('c'))", "2"),
+        ("string('abcabc'.lastIndexOf('b'))", "4"),
+        ("string(request.url_path.startsWith('/api'))", "true"),
+        ("string('abc'.endsWith('bc') && 'abc'.contains('b'))", "true"),
+        ("['x', 'y'].join()", "xy"),
+        ("'abc'.charAt(1)", "b"),
+    ] {
+        assert_eq!(eval_str(src), Ok(want.to_string()), "{src}");
+    }
+}
+
+#[test]
+fn matches_uses_cached_regexes() {
+    let a = request("GET", "/shelves/s1/books/b2");
+    let src = "request.url_path.matches('^/shelves/[[:alnum:]]*/books/[[:alnum:]]*$') && request.method == 'GET'";
+    let e = Expression::compile(src).unwrap();
+    assert!(regex::cached("^/shelves/[[:alnum:]]*/books/[[:alnum:]]*$"), "literal compiled at compile time");
+    assert_eq!(e.evaluate(&a), Ok(AttrValue::Bool(true)));
+    assert_eq!(e.evaluate(&request("GET", "/shelves/s1/books/b-2")), Ok(AttrValue::Bool(false)));
+    assert_eq!(eval("matches('abc', 'b')", &a), Ok(AttrValue::Bool(true)), "unanchored, global form");
+    assert_eq!(eval("'a1'.matches('^\\\\w\\\\d$')", &a), Ok(AttrValue::Bool(true)));
+    // A pattern known only at run time: compiled once, then cached.
+    let dynamic = attrs(&[("p", s("^G.T$")), ("request.method", s("GET"))]);
+    assert_eq!(eval("request.method.matches(p)", &dynamic), Ok(AttrValue::Bool(true)));
+    assert!(regex::cached("^G.T$"));
+    let bad = attrs(&[("p", s("(")), ("request.method", s("GET"))]);
+    assert!(eval("request.method.matches(p)", &bad).unwrap_err().contains("invalid regex"));
+}
+
+#[test]
+fn evaluate_string_follows_istio() {
+    assert_eq!(eval_str("request.method"), Ok("GET".into()));
+    assert_eq!(eval_str("response.code"), Ok("200".into()));
+    assert_eq!(eval_str("-5"), Ok("-5".into()));
+    assert_eq!(eval_str("5u"), Ok("5".into()));
+    assert_eq!(eval_str("2.5"), Ok("2.5".into()));
+    assert_eq!(eval_str("1.0"), Ok("1".into()));
+    assert_eq!(eval_str("0.1 + 0.2"), Ok("0.30000000000000004".into()));
+    assert_eq!(eval_str("true"), Ok("true".into()));
+    assert_eq!(eval_str("b'ab\\xff'"), Ok("ab\u{fffd}".into()));
+    assert_eq!(eval_str("request.time"), Ok("2026-01-01T00:00:00Z".into()));
+    assert_eq!(eval_str("request.duration"), Ok("1.5s".into()));
+    assert!(eval_str("null").is_err());
+    assert!(eval_str("[1]").is_err());
+    assert!(eval_str("{'a': 1}").is_err());
+    assert_eq!(duration_string(-1), "-0.000000001s");
+    assert_eq!(duration_string(3_000_000_000), "3s");
+}
+
+#[test]
+fn values_round_trip() {
+    let a = request("GET", "/x");
+    assert_eq!(eval("request.headers", &a).unwrap().get("x-user"), Some(&s("alice")));
+    assert_eq!(
+        eval("[1, 'a', 2u, 1.5, true, null]", &a),
+        Ok(AttrValue::List(vec![
+            AttrValue::Int(1),
+            s("a"),
+            AttrValue::Uint(2),
+            AttrValue::Double(1.5),
+            AttrValue::Bool(true),
+            AttrValue::Null,
+        ]))
+    );
+    assert_eq!(eval("request.time", &a), Ok(AttrValue::Timestamp(1_767_225_600_000_000_000)));
+    assert_eq!(eval("request.duration > duration('1s')", &a), Ok(AttrValue::Bool(true)));
+    assert_eq!(eval("request.duration", &a), Ok(AttrValue::Duration(1_500_000_000)));
+    assert_eq!(eval("request.time.getFullYear()", &a), Ok(AttrValue::Int(2026)));
+    assert_eq!(eval("request.time.getHours('+02:00')", &a), Ok(AttrValue::Int(2)));
+    assert_eq!(eval("request.time.getHours('UTC')", &a), Ok(AttrValue::Int(0)));
+    // Only UTC is built into the plugins (docs/cel.md); a native build
+    // without CHRONO_TZ_TIMEZONE_FILTER knows every zone. Never a panic.
+    let _ = eval("request.time.getHours('America/New_York')", &a);
+    assert_eq!(eval("b'a'", &a), Ok(AttrValue::Bytes(b"a".to_vec())));
+    assert_eq!(eval("type(1)", &a), Ok(s("int")), "a type reads as its name");
+}
+
+/// The shared environment makes evaluation cheap: building the standard
+/// library per request would cost far more than an evaluation (see
+/// docs/cel.md for the numbers). Run with `--nocapture` to see them.
+#[test]
+fn evaluation_reuses_the_environment() {
+    let a = request("GET", "/api/catalog");
+    let n = 2000u32;
+    for src in [
+        "request.method.startsWith('GET') ? 1 : 0",
+        "request.url_path == '/api/catalog' && request.method == 'GET'",
+        "node.metadata['MESH_ID']",
+    ] {
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            std::hint::black_box(Expression::compile(src).unwrap());
+        }
+        let per_compile = t.elapsed() / 20;
+        let e = Expression::compile(src).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(e.evaluate(&a).unwrap());
+        }
+        let per_eval = t.elapsed() / n;
+        println!("cel: {src:?}: {per_eval:?} per evaluation, {per_compile:?} per compile");
+    }
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        std::hint::black_box(build_env());
+    }
+    println!("cel: {:?} per environment build (what sharing it saves per request)", t.elapsed() / 20);
+    assert!(Arc::ptr_eq(env(), env()));
+}
+
+#[test]
+fn environment_registers_cleanly() {
+    let mut env = Env::stdlib();
+    env.add_extension(cel::extensions::strings).unwrap();
+    env.add_extension(regex::extension).unwrap();
+}

@@ -1,13 +1,14 @@
 //! The plugin shell: the root context reads the configuration and defines
 //! Istio's error counters; the HTTP context runs the rules in their phase
-//! and writes each value with `set_property`.
+//! and writes each value with `set_property`. Every host call goes through
+//! `meshwasm_sdk::host`, which never panics.
 
 use crate::config::Phase;
 use crate::rules::{AttributeGen, Outcome};
 use meshwasm_sdk::attributes::HostAttributes;
-use proxy_wasm::hostcalls;
+use meshwasm_sdk::host::{self, LogLevel, MetricType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
 
 /// The root context of a new plugin instance (the entry point's factory).
@@ -16,7 +17,7 @@ pub fn root(_context_id: u32) -> Box<dyn RootContext> {
 }
 
 fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    let _ = host::log(level, message);
 }
 
 /// Istio's error counters (its `error_count` metric with tags
@@ -39,11 +40,17 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = self.get_plugin_configuration().unwrap_or_default();
+        let config = match host::get_plugin_configuration() {
+            Ok(config) => config.unwrap_or_default(),
+            Err(e) => {
+                log(LogLevel::Error, &format!("cannot read the configuration: {e}"));
+                return false;
+            }
+        };
         // Both counters exist from the start, as Istio resolves them when its
         // root context is created.
-        let config_errors = hostcalls::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();
-        let runtime_errors = hostcalls::define_metric(MetricType::Counter, RUNTIME_ERRORS).ok();
+        let config_errors = host::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();
+        let runtime_errors = host::define_metric(MetricType::Counter, RUNTIME_ERRORS).ok();
         match AttributeGen::from_config(&config) {
             Ok(gen) => {
                 if gen.debug {
@@ -59,7 +66,7 @@ impl RootContext for Root {
             }
             Err(e) => {
                 if let Some(id) = config_errors {
-                    let _ = hostcalls::increment_metric(id, 1);
+                    let _ = host::increment_metric(id, 1);
                 }
                 // Envoy prefixes plugin logs with the plugin's name.
                 log(LogLevel::Error, &e.to_string());
@@ -91,7 +98,8 @@ impl Stream {
         for outcome in plugin.gen.run(phase, &attrs) {
             match outcome {
                 Outcome::Set { attribute, value } => {
-                    let result = meshwasm_sdk::property::set(&[attribute], value.as_bytes());
+                    // The status as a number in the debug log, as before.
+                    let result = host::set_property(&[attribute], value.as_bytes()).map_err(host::Error::raw);
                     if plugin.gen.debug {
                         log(LogLevel::Debug, &format!("set {attribute} = {value} ({result:?})"));
                     }
@@ -99,7 +107,7 @@ impl Stream {
                 Outcome::NoMatch { .. } => {}
                 Outcome::Error { attribute, index, message } => {
                     if let Some(id) = plugin.runtime_errors {
-                        let _ = hostcalls::increment_metric(id, 1);
+                        let _ = host::increment_metric(id, 1);
                     }
                     if plugin.gen.debug {
                         log(LogLevel::Debug, &format!("{attribute}: match[{index}] failed: {message}"));

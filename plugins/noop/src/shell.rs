@@ -1,9 +1,11 @@
 //! The plugin shell: a root context that reads its configuration, and
 //! stream contexts (HTTP or network) that keep every default `Continue`.
+//! Its host calls go through `meshwasm_sdk::host`, which never panics.
 
 use crate::config::{context_type, INVALID};
+use meshwasm_sdk::host::{self, LogLevel};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::ContextType;
 
 /// The root context of a new plugin instance (the entry point's factory).
 pub fn root(_context_id: u32) -> Box<dyn RootContext> {
@@ -18,14 +20,20 @@ impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = self.get_plugin_configuration().unwrap_or_default();
+        let config = match host::get_plugin_configuration() {
+            Ok(config) => config.unwrap_or_default(),
+            Err(e) => {
+                let _ = host::log(LogLevel::Error, &format!("noop: cannot read the configuration: {e}"));
+                return false;
+            }
+        };
         match context_type(&config) {
             Some(t) => {
                 self.context = t;
                 true
             }
             None => {
-                let _ = proxy_wasm::hostcalls::log(LogLevel::Error, INVALID);
+                let _ = host::log(LogLevel::Error, INVALID);
                 false
             }
         }

@@ -2,21 +2,22 @@
 //! configure time, gathers a request's facts at `on_log` (when Envoy has
 //! every property: duration, sizes, response code and flags) and hands them
 //! to the core. Loaded as a network filter, it follows each TCP connection's
-//! bytes and reports them on the root's timer and at close. Everything it
-//! reads goes through `host`, which never panics.
+//! bytes and reports them on the root's timer and at close. Every host call
+//! goes through `meshwasm_sdk::host`, which never panics: a failed read is a
+//! missing fact, a failed metric update is skipped.
 
 use crate::config::{MetricKind, PluginConfig, ReporterConfig};
 use crate::facts::{ClusterService, Reporter, RequestFacts};
-use crate::host;
 use crate::metrics::{Expression, MetricSink, Stats};
 use crate::report::TcpConnection;
 use meshwasm_sdk::attributes::{AttrValue, AttributeSource, HostAttributes};
 use meshwasm_sdk::cel;
+use meshwasm_sdk::host::{self, MapType, MetricType};
 use meshwasm_sdk::istio::{
     decode_peer_metadata_header, decode_struct, is_grpc_content_type, WorkloadInfo, PEER_METADATA_HEADER,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{ContextType, MapType, MetricType};
+use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -72,7 +73,7 @@ impl State {
     fn settle_reporter(&mut self) {
         let Some(stats) = self.stats.as_mut() else { return };
         if !self.reporter_settled {
-            if let Some(direction) = host::property_i64(&["xds", "listener_direction"]) {
+            if let Some(direction) = property_i64(&["xds", "listener_direction"]) {
                 stats.set_reporter(Reporter::choose(ReporterConfig::Unspecified, "", Some(direction)));
                 self.reporter_settled = true;
             }
@@ -90,7 +91,7 @@ impl State {
         // bytesSent), as Istio's filter reads its connection's counts, not
         // what this filter happened to be offered. Envoy counts bytes a
         // later filter holds back again with each read, and so do these.
-        let total = |path: &[&str]| host::property_i64(path).map_or(0, |n| n.max(0) as u64);
+        let total = |path: &[&str]| property_i64(path).map_or(0, |n| n.max(0) as u64);
         conn.set_totals(total(&["request", "total_size"]), total(&["response", "total_size"]));
         let peer_known = conn.reported() || tcp_peer_known(reporter);
         let attrs = RequestAttributes { host: HostAttributes::new(), node: node_attributes };
@@ -114,7 +115,7 @@ fn tcp_peer_known(reporter: Reporter) -> bool {
         &["upstream_filter_state", "peer_not_found"],
     ]
     .iter()
-    .any(|path| host::property(path).is_some())
+    .any(|path| property(path).is_some())
 }
 
 /// The host's attributes for one request, with node attributes from the
@@ -155,21 +156,21 @@ impl MetricSink for HostSink {
             MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram => MetricType::Histogram,
         };
-        host::define_metric(kind, name)
+        host::define_metric(kind, name).ok()
     }
     fn increment(&mut self, id: u32, by: u64) {
-        host::increment_metric(id, by)
+        let _ = host::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
     }
     fn record(&mut self, id: u32, value: u64) {
-        host::record_metric(id, value)
+        let _ = host::record_metric(id, value);
     }
 }
 
 /// The local proxy's workload facts from `xds.node.metadata`.
 fn local_workload() -> WorkloadInfo {
     WorkloadInfo::from_metadata(
-        |k| host::property_string(&["xds", "node", "metadata", k]),
-        |k| host::property_string(&["xds", "node", "metadata", "LABELS", k]),
+        |k| property_string(&["xds", "node", "metadata", k]),
+        |k| property_string(&["xds", "node", "metadata", "LABELS", k]),
     )
 }
 
@@ -177,7 +178,13 @@ impl Context for StatsRoot {}
 
 impl RootContext for StatsRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = match host::get_plugin_configuration() {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(e) => {
+                log::error(&format!("stats: cannot read the configuration: {e}"));
+                return false;
+            }
+        };
         let config: PluginConfig = match meshwasm_sdk::config::parse(&bytes) {
             Ok(c) => c,
             Err(e) => {
@@ -185,9 +192,9 @@ impl RootContext for StatsRoot {
                 return false;
             }
         };
-        let root_id = host::property_string(&["plugin_root_id"]).unwrap_or_default();
+        let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
         let fixed = Reporter::fixed(config.reporter, &root_id);
-        let direction = host::property_i64(&["xds", "listener_direction"]);
+        let direction = property_i64(&["xds", "listener_direction"]);
         let reporter = Reporter::choose(config.reporter, &root_id, direction);
         match Stats::<Cel>::new(&config, reporter, local_workload()) {
             Ok((stats, warnings)) => {
@@ -229,7 +236,7 @@ impl RootContext for StatsRoot {
             // Called while the connection's context is being created: the
             // timer is set on its root, this one. The ABI takes a u32 of ms.
             let ms = state.tcp_reporting_ms.min(u64::from(u32::MAX));
-            let _ = proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(ms));
+            let _ = host::set_tick_period(Duration::from_millis(ms));
             state.ticking = true;
         }
         Some(Box::new(StatsConnection { stats: self.stats.clone(), context_id }))
@@ -243,7 +250,7 @@ impl RootContext for StatsRoot {
         let mut state = self.stats.borrow_mut();
         let ids: Vec<u32> = state.connections.keys().copied().collect();
         for id in ids {
-            if proxy_wasm::hostcalls::set_effective_context(id).is_ok() {
+            if host::set_effective_context(id).is_ok() {
                 state.report_tcp(id, false);
             }
         }
@@ -260,19 +267,19 @@ impl Context for StatsStream {}
 /// metadata-exchange filter left (`downstream_peer` / `upstream_peer`) as a
 /// serialized `google.protobuf.Struct`.
 fn peer(map: MapType, filter_state_name: &str) -> Option<WorkloadInfo> {
-    if let Some(w) = host::header(map, PEER_METADATA_HEADER).and_then(|v| decode_peer_metadata_header(&v)) {
+    if let Some(w) = header(map, PEER_METADATA_HEADER).and_then(|v| decode_peer_metadata_header(&v)) {
         return Some(w);
     }
-    let bytes = host::property(&[filter_state_name])?;
+    let bytes = property(&[filter_state_name])?;
     decode_struct(&bytes).map(|s| WorkloadInfo::from_struct(&s))
 }
 
 fn cluster_service() -> Option<ClusterService> {
     // One lookup when the cluster has no Istio metadata (the common case
     // outside Istio), three more when it does.
-    host::property(&["xds", "cluster_metadata", "filter_metadata", "istio"])?;
+    property(&["xds", "cluster_metadata", "filter_metadata", "istio"])?;
     let field = |f: &str| {
-        host::property_string(&["xds", "cluster_metadata", "filter_metadata", "istio", "services", "0", f])
+        property_string(&["xds", "cluster_metadata", "filter_metadata", "istio", "services", "0", f])
             .unwrap_or_default()
     };
     let s = ClusterService { host: field("host"), name: field("name"), namespace: field("namespace") };
@@ -281,37 +288,37 @@ fn cluster_service() -> Option<ClusterService> {
 
 /// `request_message_count,response_message_count` from Envoy's grpc_stats filter.
 fn grpc_messages() -> Option<(u64, u64)> {
-    let s = host::property_string(&["filter_state", "envoy.filters.http.grpc_stats"])?;
+    let s = property_string(&["filter_state", "envoy.filters.http.grpc_stats"])?;
     let (req, resp) = s.split_once(',')?;
     Some((req.trim().parse().ok()?, resp.trim().parse().ok()?))
 }
 
 fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
-    let grpc = host::header(MapType::HttpRequestHeaders, "content-type").is_some_and(|v| is_grpc_content_type(&v));
-    let san = |path: &[&str]| host::property_string(path).unwrap_or_default();
+    let grpc = header(MapType::RequestHeaders, "content-type").is_some_and(|v| is_grpc_content_type(&v));
+    let san = |path: &[&str]| property_string(path).unwrap_or_default();
     let (mut downstream_peer, mut upstream_peer) = (None, None);
     let (mut downstream_peer_san, mut downstream_local_san) = (String::new(), String::new());
     let (mut upstream_peer_san, mut upstream_local_san) = (String::new(), String::new());
     if reporter.is_server() {
-        downstream_peer = peer(MapType::HttpRequestHeaders, "downstream_peer");
+        downstream_peer = peer(MapType::RequestHeaders, "downstream_peer");
         downstream_peer_san = san(&["connection", "uri_san_peer_certificate"]);
         downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
     }
     if reporter != Reporter::Destination {
-        upstream_peer = peer(MapType::HttpResponseHeaders, "upstream_peer");
+        upstream_peer = peer(MapType::ResponseHeaders, "upstream_peer");
         upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
         upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
     }
     RequestFacts {
         grpc,
-        response_code: host::property_i64(&["response", "code"]),
-        grpc_status: if grpc { host::property_i64(&["response", "grpc_status"]) } else { None },
-        response_flags: host::property_i64(&["response", "flags"]).map_or(0, |f| f as u64),
-        duration_ns: host::property_i64(&["request", "duration"]),
-        request_size: host::property_i64(&["request", "total_size"]),
-        response_size: host::property_i64(&["response", "total_size"]),
+        response_code: property_i64(&["response", "code"]),
+        grpc_status: if grpc { property_i64(&["response", "grpc_status"]) } else { None },
+        response_flags: property_i64(&["response", "flags"]).map_or(0, |f| f as u64),
+        duration_ns: property_i64(&["request", "duration"]),
+        request_size: property_i64(&["request", "total_size"]),
+        response_size: property_i64(&["response", "total_size"]),
         host: if host_header {
-            host::header(MapType::HttpRequestHeaders, ":authority").map(|v| String::from_utf8_lossy(&v).into_owned())
+            header(MapType::RequestHeaders, ":authority").map(|v| String::from_utf8_lossy(&v).into_owned())
         } else {
             None
         },
@@ -321,8 +328,8 @@ fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
         downstream_local_san,
         upstream_peer_san,
         upstream_local_san,
-        route_name: host::property_string(&["xds", "route_name"]).unwrap_or_default(),
-        cluster_name: host::property_string(&["xds", "cluster_name"]).unwrap_or_default(),
+        route_name: property_string(&["xds", "route_name"]).unwrap_or_default(),
+        cluster_name: property_string(&["xds", "cluster_name"]).unwrap_or_default(),
         cluster_service: cluster_service(),
         grpc_messages: if grpc { grpc_messages() } else { None },
         tcp: false,
@@ -332,21 +339,21 @@ fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
 /// What a TCP report needs: no request or response facts beyond the flags
 /// (a TCP connection has no code, headers or protocol to read).
 fn gather_tcp(reporter: Reporter) -> RequestFacts {
-    let san = |path: &[&str]| host::property_string(path).unwrap_or_default();
+    let san = |path: &[&str]| property_string(path).unwrap_or_default();
     let mut facts = RequestFacts {
         tcp: true,
-        response_flags: host::property_i64(&["response", "flags"]).map_or(0, |f| f as u64),
-        cluster_name: host::property_string(&["xds", "cluster_name"]).unwrap_or_default(),
+        response_flags: property_i64(&["response", "flags"]).map_or(0, |f| f as u64),
+        cluster_name: property_string(&["xds", "cluster_name"]).unwrap_or_default(),
         cluster_service: cluster_service(),
         ..Default::default()
     };
     if reporter.is_server() {
-        facts.downstream_peer = peer(MapType::HttpRequestHeaders, "downstream_peer");
+        facts.downstream_peer = peer(MapType::RequestHeaders, "downstream_peer");
         facts.downstream_peer_san = san(&["connection", "uri_san_peer_certificate"]);
         facts.downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
     }
     if reporter != Reporter::Destination {
-        facts.upstream_peer = peer(MapType::HttpResponseHeaders, "upstream_peer");
+        facts.upstream_peer = peer(MapType::ResponseHeaders, "upstream_peer");
         facts.upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
         facts.upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
     }
@@ -384,15 +391,38 @@ impl StreamContext for StatsConnection {
     }
 }
 
-/// Logging that cannot fail.
+/// Logging that cannot fail (a failed log call is dropped).
 mod log {
-    use proxy_wasm::types::LogLevel;
+    use meshwasm_sdk::host::{self, LogLevel};
 
     pub fn error(message: &str) {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Error, message);
+        let _ = host::log(LogLevel::Error, message);
     }
 
     pub fn warn(message: &str) {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Warn, message);
+        let _ = host::log(LogLevel::Warn, message);
     }
+}
+
+// Host reads where a failure is a missing fact, as Envoy's own filters
+// treat a property they cannot read.
+
+/// A property's raw bytes; None if missing or on any error.
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    host::get_property(path).ok().flatten()
+}
+
+/// A property as a string (invalid UTF-8 replaced).
+fn property_string(path: &[&str]) -> Option<String> {
+    property(path).map(host::lossy)
+}
+
+/// An 8-byte little-endian integer property.
+fn property_i64(path: &[&str]) -> Option<i64> {
+    meshwasm_sdk::property::decode_i64(&property(path)?)
+}
+
+/// A header value's raw bytes; None if missing or not readable now.
+fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
+    host::get_header(map, name).ok().flatten()
 }

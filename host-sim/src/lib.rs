@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod diff;
 pub mod envoy;
+pub mod http1_framing;
 pub mod pairs;
 pub mod prometheus;
 pub mod result;

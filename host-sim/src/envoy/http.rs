@@ -2,6 +2,7 @@
 //! of Envoy and the servers behind it, keeping header order, repeated
 //! headers, chunked bodies and trailers exactly as they travel.
 
+use crate::http1_framing::{bodiless_response, peer_framing, Body, Declared, PeerMessage};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, Read, Write};
 
@@ -87,33 +88,20 @@ fn has_header(headers: &[(String, String)], name: &str) -> bool {
 }
 
 fn is_chunked(headers: &[(String, String)]) -> bool {
-    headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
-        .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked")))
+    Declared::of(headers.iter().map(|(k, v)| (k, v))).chunked
 }
 
-/// Framing for an outgoing message: explicit `content-length` or
-/// `transfer-encoding` headers are honoured as given; otherwise a message
-/// with trailers or several chunks is sent chunked, and one with a body gets
-/// a `content-length` (a response always does: `content-length: 0` keeps an
-/// empty one from being delimited by the connection's end). Returns the
-/// extra header to add, if any, and whether the body goes out chunked.
+/// Framing for an outgoing message, by the peers' rule
+/// ([`peer_framing`]: declared framing kept, else chunked with trailers or
+/// several chunks, else a `content-length` for a body or any response).
+/// Returns the extra header to add, if any, and whether the body goes out
+/// chunked.
 pub fn framing(msg: &Outgoing<'_>, bodyless: bool, response: bool) -> (Option<(String, String)>, bool) {
-    if is_chunked(msg.headers) {
-        return (None, true);
-    }
-    if has_header(msg.headers, "content-length") || bodyless {
-        return (None, false);
-    }
-    if !msg.trailers.is_empty() || msg.chunks.len() > 1 {
-        return (Some(("transfer-encoding".into(), "chunked".into())), true);
-    }
-    let len: usize = msg.chunks.iter().map(|c| c.len()).sum();
-    if len > 0 || response {
-        return (Some(("content-length".into(), len.to_string())), false);
-    }
-    (None, false)
+    let declared = Declared::of(msg.headers.iter().map(|(k, v)| (k, v)));
+    let body = Body::of(&msg.chunks, !msg.trailers.is_empty());
+    let message = if response { PeerMessage::Response { bodiless: bodyless } } else { PeerMessage::Request };
+    let (extra, chunked) = peer_framing(declared, body, message);
+    (extra.map(|h| (h.name().to_string(), h.value())), chunked)
 }
 
 fn write_head_and_body<W: Write>(
@@ -193,7 +181,7 @@ pub fn write_request<W: Write>(w: &mut W, msg: &Outgoing<'_>) -> Result<()> {
 /// Writes a response with the given status; `:status` in the header list is
 /// ignored. `head_request` suppresses the body (a reply to HEAD).
 pub fn write_response<W: Write>(w: &mut W, status: u16, msg: &Outgoing<'_>, head_request: bool) -> Result<()> {
-    let bodyless = head_request || status == 204 || status == 304 || (100..200).contains(&status);
+    let bodyless = bodiless_response(status, head_request);
     write_head_and_body(w, &format!("HTTP/1.1 {status} {}", reason(status)), msg, bodyless, true)
 }
 

@@ -7,6 +7,7 @@ use super::state::{CalloutResponse, EventKind, ProxyState};
 use super::stream::{HttpStream, LocalReplyRequest, Phase};
 use super::{PluginInfo, SimFacts};
 use crate::abi::{AbiVersion, BufferType, LogLevel, MapType, MetricType, Status, StreamType};
+use crate::http1_framing::{peer_framing, Body, Declared, PeerMessage};
 use crate::pairs;
 use crate::result::{HttpCallRecord, LogLine};
 use std::cell::RefCell;
@@ -721,13 +722,11 @@ fn add_callout_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
                     // framing header (chunked with trailers or several
                     // chunks, else content-length) and gets
                     // x-envoy-upstream-service-time (observed in Envoy 1.40).
-                    let framed = headers.iter().any(|(k, _)| k == "content-length" || k == "transfer-encoding");
-                    if !framed {
-                        if !trailers.is_empty() || chunks.len() > 1 {
-                            headers.push(("transfer-encoding".into(), b"chunked".to_vec()));
-                        } else {
-                            headers.push(("content-length".into(), body.len().to_string().into_bytes()));
-                        }
+                    let declared = Declared::of(headers.iter().map(|(k, v)| (k, v)));
+                    let shape = Body::of(&chunks, !trailers.is_empty());
+                    let message = PeerMessage::Response { bodiless: false };
+                    if let (Some(framing), _) = peer_framing(declared, shape, message) {
+                        headers.push((framing.name().into(), framing.value().into_bytes()));
                     }
                     headers.push(("x-envoy-upstream-service-time".into(), r.delay_ms.to_string().into_bytes()));
                     (r.delay_ms * 1_000_000, Some(CalloutResponse { headers, body, trailers }), Some(r.status))

@@ -4,17 +4,19 @@
 //! every filter followed by on_done and on_delete (Envoy calls the access
 //! log before destroying filters).
 
+use super::filter_chain::FilterChain;
 use super::http1::{
-    as_received, bodiless_method, forward_client_cert, http_date, http_to_grpc_status, is_grpc_request, percent_encode,
-    wire_framing,
+    add_envoy_framing, add_peer_framing, as_received, forward_client_cert, http_date, is_grpc_request,
+    local_reply_message, response_map,
 };
-use super::stream::{HeaderMap, HttpStream, Phase};
-use super::vm::CallOutcome;
+use super::stream::{HeaderMap, HttpStream, LocalReplyRequest, Phase, Side};
 use super::Proxy;
 use crate::abi::{is_continue, LogLevel};
-use crate::result::{HttpMessage, HttpResponse, LocalReply, LogLine, PluginFailure, StreamResult};
-use crate::scenario::{ConnectionSpec, StreamSpec};
+use crate::http1_framing::{Body, Encoded, PeerMessage};
+use crate::result::{HttpMessage, HttpResponse, LocalReply, LogLine, StreamResult};
+use crate::scenario::{ConnectionSpec, PluginType, StreamSpec};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// Envoy's route timeout default, which the router announces upstream.
@@ -35,17 +37,41 @@ enum Flow {
     Stalled,
 }
 
+/// The stream hooks a side has.
+#[derive(Clone, Copy)]
+enum Hook {
+    Headers,
+    Body,
+    Trailers,
+}
+
+/// The phase a hook runs in, and its export.
+fn hook_export(side: Side, hook: Hook) -> (Phase, &'static str) {
+    match (side, hook) {
+        (Side::Request, Hook::Headers) => (Phase::RequestHeaders, "proxy_on_request_headers"),
+        (Side::Request, Hook::Body) => (Phase::RequestBody, "proxy_on_request_body"),
+        (Side::Request, Hook::Trailers) => (Phase::RequestTrailers, "proxy_on_request_trailers"),
+        (Side::Response, Hook::Headers) => (Phase::ResponseHeaders, "proxy_on_response_headers"),
+        (Side::Response, Hook::Body) => (Phase::ResponseBody, "proxy_on_response_body"),
+        (Side::Response, Hook::Trailers) => (Phase::ResponseTrailers, "proxy_on_response_trailers"),
+    }
+}
+
+/// What a headers pass does with a local reply asked for during it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnReply {
+    /// Stop the pass: the caller encodes the reply.
+    Stop,
+    /// Go on: a reply is being encoded already, and the first one wins.
+    Ignore,
+}
+
 struct Run<'p> {
-    proxy: &'p mut Proxy,
-    /// The HTTP filter chain: plugin index of each filter position.
-    chain: Vec<usize>,
+    chain: FilterChain<'p>,
+    /// The chain's stream (the same as `chain.stream`).
     stream: Rc<RefCell<HttpStream>>,
-    worker: usize,
-    /// Context id of each filter, once created.
-    contexts: Vec<Option<u32>>,
     /// Filters whose response hooks are skipped (their VM failed closed).
     skip_response: Vec<bool>,
-    failure: Option<PluginFailure>,
     /// A local reply is being encoded: later replies are ignored.
     reply_started: bool,
     /// The reply goes straight to the codec, past every encoder filter.
@@ -59,46 +85,20 @@ struct Run<'p> {
 
 impl Proxy {
     pub(crate) fn run_stream(&mut self, spec: &StreamSpec, default_conn: &ConnectionSpec) -> StreamResult {
-        let worker = self.pick_worker(spec.worker);
-        let chain = self.chain_of(crate::scenario::PluginType::Http);
-        let n = chain.len();
-        self.next_stream_id += 1;
         let (logs_before, calls_before) = {
             let mut st = self.state.borrow_mut();
             st.canned_http_calls.extend(spec.http_calls.iter().cloned());
             (st.logs.len(), st.http_calls.len())
         };
         let connection = spec.connection.clone().unwrap_or_else(|| default_conn.clone());
-        let mut request_headers = as_received(&spec.request, connection.is_tls());
-        // The connection manager adds these before any filter runs.
-        if request_headers.get("x-forwarded-proto").is_none() {
-            request_headers.add("x-forwarded-proto", if connection.is_tls() { b"https" } else { b"http" });
-        }
-        if request_headers.get("x-request-id").is_none() {
-            let id = self.next_request_id();
-            request_headers.add("x-request-id", id.as_bytes());
-        }
-        let inbound =
-            self.vms.first().is_some_and(|v| v.store.data().facts.direction == crate::scenario::Direction::Inbound);
-        forward_client_cert(&mut request_headers, &connection, inbound);
-        let stream = Rc::new(RefCell::new(HttpStream {
-            id: self.next_stream_id,
-            request_headers,
-            held_request_headers: vec![false; n],
-            held_response_headers: vec![false; n],
-            connection,
-            connection_id: self.next_stream_id,
-            start_ns: self.state.borrow().now_ns(),
-            ..Default::default()
-        }));
+        let request_headers = self.request_headers(spec, &connection);
+        let stream = HttpStream { request_headers, connection, ..Default::default() };
+        let chain = FilterChain::new(self, PluginType::Http, spec.worker, stream);
+        let n = chain.len();
         let mut run = Run {
-            proxy: self,
+            stream: chain.stream.clone(),
             chain,
-            stream,
-            worker,
-            contexts: vec![None; n],
             skip_response: vec![false; n],
-            failure: None,
             reply_started: false,
             direct_reply: false,
             sent_headers: None,
@@ -106,19 +106,10 @@ impl Proxy {
         };
         let mut result = StreamResult { name: spec.name.clone(), ..Default::default() };
 
-        let flow = run.request_path(spec);
-        match flow {
+        match run.request_path(spec) {
             Flow::Next => {
                 result.upstream_request = Some(run.send_upstream(spec));
-                let upstream = spec.upstream.clone().unwrap_or_default();
-                match run.response_path(
-                    upstream.status,
-                    &upstream.headers,
-                    upstream.chunks(),
-                    &upstream.trailers,
-                    n,
-                    upstream.delay_ms,
-                ) {
+                match run.upstream_response(spec) {
                     Flow::Next => result.downstream_response = Some(run.downstream_response()),
                     Flow::Reply => run.reply(&mut result),
                     Flow::Reset => run.reset_after_headers(&mut result),
@@ -130,11 +121,28 @@ impl Proxy {
             Flow::Stalled | Flow::Paused => run.note_stall(),
         }
         run.finish();
-        result.plugin_failure = run.failure.take();
-        let st = run.proxy.state.borrow();
+        result.plugin_failure = run.chain.failure.take();
+        let st = run.chain.proxy.state.borrow();
         result.logs = st.logs[logs_before..].to_vec();
         result.http_calls = st.http_calls[calls_before..].to_vec();
         result
+    }
+
+    /// The request map as the first filter sees it: as the codec received
+    /// it, plus what the connection manager adds before any filter runs.
+    fn request_headers(&mut self, spec: &StreamSpec, connection: &ConnectionSpec) -> HeaderMap {
+        let mut headers = as_received(&spec.request, connection.is_tls());
+        if headers.get("x-forwarded-proto").is_none() {
+            headers.add("x-forwarded-proto", if connection.is_tls() { b"https" } else { b"http" });
+        }
+        if headers.get("x-request-id").is_none() {
+            let id = self.next_request_id();
+            headers.add("x-request-id", id.as_bytes());
+        }
+        let inbound =
+            self.vms.first().is_some_and(|v| v.store.data().facts.direction == crate::scenario::Direction::Inbound);
+        forward_client_cert(&mut headers, connection, inbound);
+        headers
     }
 
     fn next_request_id(&mut self) -> String {
@@ -146,47 +154,20 @@ impl Proxy {
 }
 
 impl Run<'_> {
-    fn placement(&self, filter: usize) -> super::Placement {
-        self.proxy.threads[self.worker][self.chain[filter]]
-    }
-
-    fn plugin(&self, filter: usize) -> &super::PluginInfo {
-        &self.proxy.plugins[self.chain[filter]]
-    }
-
-    /// Creates the filter's stream context on first use (Envoy does it in
-    /// decodeHeaders, or at access-log time for filters never reached).
-    fn context(&mut self, filter: usize) -> Option<u32> {
-        if let Some(id) = self.contexts[filter] {
-            return Some(id);
+    /// The filters a side's hooks run through, up to the `through`th: the
+    /// request in chain order; the response in reverse, without the filters
+    /// whose VM failed closed (Envoy skips their encoder hooks).
+    fn order(&self, side: Side, through: usize) -> Vec<usize> {
+        match side {
+            Side::Request => (0..through).collect(),
+            Side::Response => (0..through).rev().filter(|f| !self.skip_response[*f]).collect(),
         }
-        let (id, created) = self.proxy.create_filter_context(
-            self.worker,
-            self.chain[filter],
-            self.stream.clone(),
-            filter,
-            &mut self.failure,
-        )?;
-        self.contexts[filter] = Some(id);
-        created.then_some(id)
-    }
-
-    /// Calls a stream hook on a filter's VM; None when the VM has failed.
-    fn call(&mut self, filter: usize, export: &'static str, args: &[i32]) -> Option<CallOutcome> {
-        self.proxy.call_filter(self.worker, self.chain[filter], export, args, &mut self.failure)
     }
 
     /// Runs one hook and turns its result into the chain's next step.
-    fn hook(&mut self, filter: usize, phase: Phase, export: &'static str, args: &[i32]) -> Flow {
-        let Some(ctx) = self.context(filter) else { return self.failed_filter(filter) };
-        self.stream.borrow_mut().phase = Some(phase);
-        let mut full = vec![ctx as i32];
-        full.extend_from_slice(args);
-        let action = match self.call(filter, export, &full) {
-            None | Some(CallOutcome::Trapped(_)) => return self.failed_filter(filter),
-            Some(CallOutcome::Returned(r)) => r.unwrap_or(0) as i32,
-            Some(CallOutcome::Missing) => 0,
-        };
+    fn hook(&mut self, filter: usize, side: Side, hook: Hook, args: &[i32]) -> Flow {
+        let (phase, export) = hook_export(side, hook);
+        let Some(action) = self.chain.hook(filter, phase, export, args) else { return self.failed_filter(filter) };
         if let Some(f) = self.after_callback() {
             return f;
         }
@@ -199,12 +180,9 @@ impl Run<'_> {
 
     /// A hook whose stop status waits for `proxy_continue_stream` (headers
     /// and trailers: Envoy stops all iteration).
-    fn hook_and_wait(&mut self, filter: usize, phase: Phase, export: &'static str, args: &[i32]) -> Flow {
-        match self.hook(filter, phase, export, args) {
-            Flow::Paused => {
-                let request_side = matches!(phase, Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers);
-                self.wait_for_resume(request_side, phase)
-            }
+    fn hook_and_wait(&mut self, filter: usize, side: Side, hook: Hook, args: &[i32]) -> Flow {
+        match self.hook(filter, side, hook, args) {
+            Flow::Paused => self.wait_for_resume(side, hook_export(side, hook).0),
             other => other,
         }
     }
@@ -236,14 +214,14 @@ impl Run<'_> {
     /// answers 503 `wasm_fail_stream`, and the failed plugin's response hooks
     /// are skipped.
     fn failed_filter(&mut self, filter: usize) -> Flow {
-        if self.plugin(filter).fail_open {
+        if self.chain.fails_open(filter) {
             return Flow::Next;
         }
         self.skip_response[filter] = true;
         let mut s = self.stream.borrow_mut();
         if s.local_reply.is_none() {
-            s.local_reply = Some(super::stream::LocalReplyRequest {
-                plugin: self.plugin(filter).name.clone(),
+            s.local_reply = Some(LocalReplyRequest {
+                plugin: self.chain.plugin(filter).name.clone(),
                 filter_index: filter,
                 status: 503,
                 details: "wasm_fail_stream".into(),
@@ -260,13 +238,11 @@ impl Run<'_> {
     }
 
     /// Processes asynchronous events until the paused side is resumed.
-    fn wait_for_resume(&mut self, request_side: bool, phase: Phase) -> Flow {
+    fn wait_for_resume(&mut self, side: Side, phase: Phase) -> Flow {
         loop {
             {
                 let mut s = self.stream.borrow_mut();
-                let resumed = if request_side { &mut s.continue_request } else { &mut s.continue_response };
-                if *resumed {
-                    *resumed = false;
+                if std::mem::take(s.resumed_mut(side)) {
                     s.phase = Some(phase);
                     return Flow::Next;
                 }
@@ -274,41 +250,62 @@ impl Run<'_> {
             if let Some(f) = self.after_callback() {
                 return f;
             }
-            if !self.proxy.run_next_event(None) {
+            if !self.chain.proxy.run_next_event(None) {
                 return Flow::Stalled;
             }
         }
     }
 
-    fn request_path(&mut self, spec: &StreamSpec) -> Flow {
-        let n = self.chain.len();
-        let chunks = spec.request.chunks();
-        let trailers = HeaderMap::from_list(&spec.request.trailers);
+    /// One side of the stream through `order`: headers, then the body as
+    /// the codec delivers it, then trailers. Once the response headers leave
+    /// the last filter they get the connection manager's last touches, and
+    /// the client has them.
+    fn message(&mut self, side: Side, order: &[usize], chunks: Vec<Vec<u8>>, trailers: HeaderMap) -> Flow {
         let headers_end = chunks.is_empty() && trailers.is_empty();
-        for i in 0..n {
-            let count = self.stream.borrow().request_headers.len() as i32;
-            self.stream.borrow_mut().held_request_headers[i] = true;
-            let flow =
-                self.hook_and_wait(i, Phase::RequestHeaders, "proxy_on_request_headers", &[count, headers_end as i32]);
-            if !matches!(flow, Flow::Next) {
-                return flow;
-            }
-            self.stream.borrow_mut().held_request_headers[i] = false;
+        let flow = self.headers_pass(side, order, headers_end, OnReply::Stop);
+        if !matches!(flow, Flow::Next) {
+            return flow;
+        }
+        if side == Side::Response {
+            self.headers_leave();
+            self.sent_headers = Some(self.stream.borrow().response_headers.clone());
         }
         if !headers_end {
-            let flow = self.body(true, chunks, trailers.is_empty(), (0..n).collect());
+            let flow = self.body(side, chunks, trailers.is_empty(), order);
             if !matches!(flow, Flow::Next) {
                 return flow;
             }
         }
         if !trailers.is_empty() {
-            self.stream.borrow_mut().request_trailers = trailers;
-            for i in 0..n {
-                let count = self.stream.borrow().request_trailers.len() as i32;
-                let flow = self.hook_and_wait(i, Phase::RequestTrailers, "proxy_on_request_trailers", &[count]);
-                if !matches!(flow, Flow::Next) {
-                    return flow;
-                }
+            return self.trailers_pass(side, order, trailers);
+        }
+        Flow::Next
+    }
+
+    /// The side's headers hooks through `order`. A filter holds the map from
+    /// its hook until it continues or is resumed.
+    fn headers_pass(&mut self, side: Side, order: &[usize], end_of_stream: bool, on_reply: OnReply) -> Flow {
+        for &i in order {
+            let count = self.stream.borrow().headers(side).len() as i32;
+            self.stream.borrow_mut().held_headers_mut(side)[i] = true;
+            match self.hook_and_wait(i, side, Hook::Headers, &[count, end_of_stream as i32]) {
+                Flow::Next => {}
+                Flow::Reply if on_reply == OnReply::Ignore => {}
+                other => return other,
+            }
+            self.stream.borrow_mut().held_headers_mut(side)[i] = false;
+        }
+        Flow::Next
+    }
+
+    /// The side's trailers hooks through `order`.
+    fn trailers_pass(&mut self, side: Side, order: &[usize], trailers: HeaderMap) -> Flow {
+        *self.stream.borrow_mut().trailers_mut(side) = trailers;
+        for &i in order {
+            let count = self.stream.borrow().trailers(side).len() as i32;
+            let flow = self.hook_and_wait(i, side, Hook::Trailers, &[count]);
+            if !matches!(flow, Flow::Next) {
+                return flow;
             }
         }
         Flow::Next
@@ -318,15 +315,9 @@ impl Run<'_> {
     /// each chunk without end_of_stream, then (without trailers) an empty
     /// chunk with end_of_stream. A filter that pauses buffers: its next call
     /// sees everything buffered so far.
-    fn body(&mut self, request: bool, chunks: Vec<Vec<u8>>, ends_stream: bool, order: Vec<usize>) -> Flow {
-        let (phase, export) = if request {
-            (Phase::RequestBody, "proxy_on_request_body")
-        } else {
-            (Phase::ResponseBody, "proxy_on_response_body")
-        };
+    fn body(&mut self, side: Side, chunks: Vec<Vec<u8>>, ends_stream: bool, order: &[usize]) -> Flow {
         // (data, end_of_stream, position in `order` it is delivered from)
-        let mut deliveries: std::collections::VecDeque<(Vec<u8>, bool, usize)> =
-            chunks.into_iter().map(|c| (c, false, 0)).collect();
+        let mut deliveries: VecDeque<(Vec<u8>, bool, usize)> = chunks.into_iter().map(|c| (c, false, 0)).collect();
         if ends_stream {
             deliveries.push_back((Vec::new(), true, 0));
         }
@@ -345,7 +336,7 @@ impl Run<'_> {
                     _ => break,
                 }
             };
-            if request && from == 0 {
+            if side == Side::Request && from == 0 {
                 // Bytes received from the client so far (`request.size`
                 // without a content-length).
                 self.stream.borrow_mut().request_body_bytes += chunk.len() as u64;
@@ -353,25 +344,25 @@ impl Run<'_> {
             let mut data = chunk;
             let mut passed = true;
             for (pos, &filter) in order.iter().enumerate().skip(from) {
-                if !request && self.skip_response[filter] {
+                if side == Side::Response && self.skip_response[filter] {
                     continue;
                 }
                 let mut buf = std::mem::take(&mut buffered[pos]);
                 buf.extend_from_slice(&data);
-                self.set_body(request, buf);
-                let len = self.body_len(request) as i32;
-                let flow = self.hook(filter, phase, export, &[len, eos as i32]);
-                match flow {
-                    Flow::Next => data = self.take_body(request),
+                let len = buf.len() as i32;
+                *self.stream.borrow_mut().body_mut(side) = buf;
+                let take_body = |run: &mut Self| std::mem::take(run.stream.borrow_mut().body_mut(side));
+                match self.hook(filter, side, Hook::Body, &[len, eos as i32]) {
+                    Flow::Next => data = take_body(self),
                     Flow::Paused if !eos => {
                         // Buffering: hold the data here until more arrives.
-                        buffered[pos] = self.take_body(request);
+                        buffered[pos] = take_body(self);
                         passed = false;
                         break;
                     }
-                    Flow::Paused => match self.wait_for_resume(request, phase) {
+                    Flow::Paused => match self.wait_for_resume(side, hook_export(side, Hook::Body).0) {
                         // Resumed at end of stream: the buffer moves on.
-                        Flow::Next => data = self.take_body(request),
+                        Flow::Next => data = take_body(self),
                         other => return other,
                     },
                     other => return other,
@@ -379,41 +370,19 @@ impl Run<'_> {
             }
             if passed {
                 delivered.extend_from_slice(&data);
-                if !request {
+                if side == Side::Response {
                     self.sent_body.extend_from_slice(&data);
                     self.stream.borrow_mut().response_body_bytes = self.sent_body.len() as u64;
                 }
             }
         }
-        if request {
-            self.stream.borrow_mut().request_body = delivered;
-        } else {
-            self.stream.borrow_mut().response_body = delivered;
-        }
+        *self.stream.borrow_mut().body_mut(side) = delivered;
         Flow::Next
     }
 
-    fn set_body(&mut self, request: bool, data: Vec<u8>) {
-        let mut s = self.stream.borrow_mut();
-        if request {
-            s.request_body = data;
-        } else {
-            s.response_body = data;
-        }
-    }
-
-    fn body_len(&self, request: bool) -> usize {
-        let s = self.stream.borrow();
-        if request {
-            s.request_body.len()
-        } else {
-            s.response_body.len()
-        }
-    }
-
-    fn take_body(&mut self, request: bool) -> Vec<u8> {
-        let mut s = self.stream.borrow_mut();
-        std::mem::take(if request { &mut s.request_body } else { &mut s.response_body })
+    fn request_path(&mut self, spec: &StreamSpec) -> Flow {
+        let order = self.order(Side::Request, self.chain.len());
+        self.message(Side::Request, &order, spec.request.chunks(), HeaderMap::from_list(&spec.request.trailers))
     }
 
     fn send_upstream(&mut self, spec: &StreamSpec) -> HttpMessage {
@@ -427,8 +396,8 @@ impl Run<'_> {
         headers.remove(":scheme");
         // The upstream codec frames what has no framing header left.
         let more = !spec.request.chunks().is_empty() || !spec.request.trailers.is_empty();
-        let zero_ok = !bodiless_method(headers.get(":method"));
-        wire_framing(&mut headers, more, zero_ok);
+        let method = headers.get(":method").map(<[u8]>::to_vec);
+        add_envoy_framing(&mut headers, Encoded::Request { method: method.as_deref() }, more);
         HttpMessage {
             headers: headers.to_list(),
             body: String::from_utf8_lossy(&s.request_body).into_owned(),
@@ -436,85 +405,36 @@ impl Run<'_> {
         }
     }
 
-    /// Encodes a response through the first `through` filters in reverse
-    /// chain order.
-    fn response_path(
-        &mut self,
-        status: u16,
-        headers: &[(String, String)],
-        chunks: Vec<Vec<u8>>,
-        trailers: &[(String, String)],
-        through: usize,
-        delay_ms: u64,
-    ) -> Flow {
+    /// The upstream's answer, encoded through every filter in reverse chain
+    /// order.
+    fn upstream_response(&mut self, spec: &StreamSpec) -> Flow {
+        let upstream = spec.upstream.clone().unwrap_or_default();
         // While the request travels upstream Envoy's event loop runs what
         // was posted meanwhile (queue notifications) and what falls due.
-        self.proxy.advance(delay_ms);
-        let trailers = HeaderMap::from_list(trailers);
-        let total: usize = chunks.iter().map(Vec::len).sum();
+        self.chain.proxy.advance(upstream.delay_ms);
+        let chunks = upstream.chunks();
+        let trailers = HeaderMap::from_list(&upstream.trailers);
         {
             let mut s = self.stream.borrow_mut();
-            let mut h = HeaderMap::default();
-            h.add(":status", status.to_string().as_bytes());
-            for (k, v) in headers {
-                h.add(k, v.as_bytes());
-            }
-            if s.reached_upstream {
-                // The upstream (as the envoy engine's server does) frames a
-                // body with trailers or in several chunks as chunked, any
-                // other with a content-length; Envoy keeps either header in
-                // the response map.
-                if h.get("content-length").is_none() && h.get("transfer-encoding").is_none() {
-                    if !trailers.is_empty() || chunks.len() > 1 {
-                        h.add("transfer-encoding", b"chunked");
-                    } else {
-                        h.add("content-length", total.to_string().as_bytes());
-                    }
-                }
-                h.add("x-envoy-upstream-service-time", delay_ms.to_string().as_bytes());
-                s.response_code_details = "via_upstream".into();
-            }
+            let mut h = response_map(upstream.status, &upstream.headers);
+            // The upstream (as the envoy engine's server does) frames a body
+            // with trailers or in several chunks as chunked, any other with
+            // a content-length; Envoy keeps either header in the response
+            // map. host-sim's upstream always frames a body: it does not
+            // model the bodiless answers (HEAD, 1xx/204/304) that the envoy
+            // engine's server sends without one.
+            let body = Body::of(&chunks, !trailers.is_empty());
+            add_peer_framing(&mut h, body, PeerMessage::Response { bodiless: false });
+            h.add("x-envoy-upstream-service-time", upstream.delay_ms.to_string().as_bytes());
+            s.response_code_details = "via_upstream".into();
             s.response_headers = h;
-            s.response_code = Some(status);
+            s.response_code = Some(upstream.status);
             // `response.size` is the bytes sent downstream (counted as the
             // body passes every filter): a rewrite or a reset changes it.
             s.response_body_bytes = 0;
         }
-        let order: Vec<usize> = (0..through).rev().filter(|f| !self.skip_response[*f]).collect();
-        let headers_end = chunks.is_empty() && trailers.is_empty();
-        for &i in &order {
-            let count = self.stream.borrow().response_headers.len() as i32;
-            self.stream.borrow_mut().held_response_headers[i] = true;
-            let flow = self.hook_and_wait(
-                i,
-                Phase::ResponseHeaders,
-                "proxy_on_response_headers",
-                &[count, headers_end as i32],
-            );
-            if !matches!(flow, Flow::Next) {
-                return flow;
-            }
-            self.stream.borrow_mut().held_response_headers[i] = false;
-        }
-        self.headers_leave();
-        self.sent_headers = Some(self.stream.borrow().response_headers.clone());
-        if !headers_end {
-            let flow = self.body(false, chunks, trailers.is_empty(), order.clone());
-            if !matches!(flow, Flow::Next) {
-                return flow;
-            }
-        }
-        if !trailers.is_empty() {
-            self.stream.borrow_mut().response_trailers = trailers;
-            for &i in &order {
-                let count = self.stream.borrow().response_trailers.len() as i32;
-                let flow = self.hook_and_wait(i, Phase::ResponseTrailers, "proxy_on_response_trailers", &[count]);
-                if !matches!(flow, Flow::Next) {
-                    return flow;
-                }
-            }
-        }
-        Flow::Next
+        let order = self.order(Side::Response, self.chain.len());
+        self.message(Side::Response, &order, chunks, trailers)
     }
 
     /// What the client receives: the response map as the downstream HTTP/1
@@ -524,7 +444,7 @@ impl Run<'_> {
         let status: u16 = s.response_headers.get_str(":status").and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut headers = s.response_headers.clone();
         let more = !s.response_body.is_empty() || !s.response_trailers.is_empty();
-        wire_framing(&mut headers, more, status >= 200 && status != 204);
+        add_envoy_framing(&mut headers, Encoded::Response { status }, more);
         HttpResponse {
             status,
             headers: headers.to_list(),
@@ -538,95 +458,41 @@ impl Run<'_> {
     fn reply(&mut self, result: &mut StreamResult) {
         let Some(r) = self.stream.borrow().local_reply.clone() else { return };
         self.reply_started = true;
-        // Envoy puts the plugin's headers first, then its own: for a body,
-        // its length and a default content type; for a gRPC request, a
-        // trailers-only gRPC answer (status 200, grpc-status from the call or
-        // mapped from the HTTP status, the body as grpc-message).
         let grpc = is_grpc_request(&self.stream.borrow().request_headers);
-        let mut map = HeaderMap(r.headers.clone());
-        let (status, body) = if grpc {
-            map.replace("content-type", b"application/grpc");
-            if map.get("grpc-status").is_none() {
-                let code = r.grpc_status.map(i64::from).unwrap_or_else(|| http_to_grpc_status(r.status));
-                map.add("grpc-status", code.to_string().as_bytes());
-            }
-            if !r.body.is_empty() {
-                map.replace("grpc-message", &percent_encode(&r.body));
-            }
-            map.remove("content-length");
-            (200, Vec::new())
-        } else {
-            if !r.body.is_empty() {
-                map.replace("content-length", r.body.len().to_string().as_bytes());
-                if map.get("content-type").is_none() {
-                    map.add("content-type", b"text/plain");
-                }
-            }
-            (r.status, r.body.clone())
-        };
-        let headers = map.to_list();
+        let (status, map, body) = local_reply_message(&r, grpc);
         self.stream.borrow_mut().response_code_details = r.details.clone();
-        result.local_reply = Some(LocalReply {
-            plugin: r.plugin.clone(),
-            status: r.status,
-            details: r.details.clone(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-            headers: r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect(),
-            grpc_status: r.grpc_status,
-        });
-        let chunks = if body.is_empty() { Vec::new() } else { vec![body] };
-        // A local reply's body arrives in one piece with end_of_stream.
+        result.local_reply = Some(reply_record(&r, String::from_utf8_lossy(&body).into_owned()));
         let through = if self.direct_reply { 0 } else { r.filter_index + 1 };
-        match self.local_reply_path(status, &headers, chunks, through) {
+        match self.local_reply_path(status, &map.to_list(), body, through) {
             Flow::Next | Flow::Reply => result.downstream_response = Some(self.downstream_response()),
             Flow::Reset => result.reset = true,
             Flow::Stalled | Flow::Paused => self.note_stall(),
         }
     }
 
-    fn local_reply_path(
-        &mut self,
-        status: u16,
-        headers: &[(String, String)],
-        chunks: Vec<Vec<u8>>,
-        through: usize,
-    ) -> Flow {
-        let order: Vec<usize> = (0..through).rev().filter(|f| !self.skip_response[*f]).collect();
+    /// A local reply through the first `through` filters in reverse chain
+    /// order. Its body arrives in one piece with end_of_stream.
+    fn local_reply_path(&mut self, status: u16, headers: &[(String, String)], body: Vec<u8>, through: usize) -> Flow {
+        let order = self.order(Side::Response, through);
         {
             let mut s = self.stream.borrow_mut();
-            let mut h = HeaderMap::default();
-            h.add(":status", status.to_string().as_bytes());
-            for (k, v) in headers {
-                h.add(k, v.as_bytes());
-            }
-            s.response_headers = h;
+            s.response_headers = response_map(status, headers);
             s.response_code = Some(status);
-            s.response_body_bytes = chunks.iter().map(Vec::len).sum::<usize>() as u64;
+            s.response_body_bytes = body.len() as u64;
             // The reply replaces whatever the upstream had sent so far.
             s.response_body.clear();
             s.response_trailers = HeaderMap::default();
         }
-        let headers_end = chunks.is_empty();
-        for &i in &order {
-            let count = self.stream.borrow().response_headers.len() as i32;
-            self.stream.borrow_mut().held_response_headers[i] = true;
-            match self.hook_and_wait(
-                i,
-                Phase::ResponseHeaders,
-                "proxy_on_response_headers",
-                &[count, headers_end as i32],
-            ) {
-                Flow::Next | Flow::Reply => {}
-                other => return other,
-            }
-            self.stream.borrow_mut().held_response_headers[i] = false;
+        let flow = self.headers_pass(Side::Response, &order, body.is_empty(), OnReply::Ignore);
+        if !matches!(flow, Flow::Next) {
+            return flow;
         }
         self.headers_leave();
-        if let Some(body) = chunks.into_iter().next() {
+        if !body.is_empty() {
             self.stream.borrow_mut().response_body = body;
             for &i in &order {
-                let len = self.body_len(false) as i32;
-                match self.hook_and_wait(i, Phase::ResponseBody, "proxy_on_response_body", &[len, 1]) {
+                let len = self.stream.borrow().response_body.len() as i32;
+                match self.hook_and_wait(i, Side::Response, Hook::Body, &[len, 1]) {
                     Flow::Next | Flow::Reply => {}
                     other => return other,
                 }
@@ -640,7 +506,7 @@ impl Run<'_> {
     /// is removed (the codec frames the body itself), `date` and
     /// `server: envoy` are set. `on_log` sees the result (observed in 1.40).
     fn headers_leave(&mut self) {
-        let now = self.proxy.state.borrow().now_ns();
+        let now = self.chain.proxy.state.borrow().now_ns();
         let mut s = self.stream.borrow_mut();
         let h = &mut s.response_headers;
         h.remove("transfer-encoding");
@@ -658,17 +524,10 @@ impl Run<'_> {
         let reply = self.stream.borrow().local_reply.clone();
         if let Some(r) = reply {
             self.stream.borrow_mut().response_code_details = r.details.clone();
-            result.local_reply = Some(LocalReply {
-                plugin: r.plugin.clone(),
-                status: r.status,
-                details: r.details.clone(),
-                body: String::new(),
-                headers: r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect(),
-                grpc_status: r.grpc_status,
-            });
+            result.local_reply = Some(reply_record(&r, String::new()));
         }
         let status: u16 = headers.get_str(":status").and_then(|v| v.parse().ok()).unwrap_or(0);
-        wire_framing(&mut headers, true, status >= 200 && status != 204);
+        add_envoy_framing(&mut headers, Encoded::Response { status }, true);
         result.downstream_response = Some(HttpResponse {
             status,
             headers: headers.to_list(),
@@ -678,7 +537,7 @@ impl Run<'_> {
     }
 
     fn note_stall(&mut self) {
-        self.proxy.state.borrow_mut().logs.push(LogLine {
+        self.chain.proxy.state.borrow_mut().logs.push(LogLine {
             level: LogLevel::Warn,
             plugin: "host-sim".into(),
             message: "stream paused and nothing can resume it: the client would wait for Envoy's stream idle timeout"
@@ -693,22 +552,33 @@ impl Run<'_> {
         let n = self.chain.len();
         {
             let mut s = self.stream.borrow_mut();
-            s.end_ns = Some(self.proxy.state.borrow().now_ns());
+            s.end_ns = Some(self.chain.proxy.state.borrow().now_ns());
             s.phase = Some(Phase::Log);
         }
         for i in 0..n {
-            if let Some(ctx) = self.context(i) {
-                self.call(i, "proxy_on_log", &[ctx as i32]);
+            if let Some(ctx) = self.chain.context(i) {
+                self.chain.call(i, "proxy_on_log", &[ctx as i32]);
             }
         }
         for i in 0..n {
-            if let Some(ctx) = self.contexts[i] {
-                self.call(i, "proxy_on_done", &[ctx as i32]);
-                self.call(i, "proxy_on_delete", &[ctx as i32]);
-                let place = self.placement(i);
-                self.proxy.vms[place.vm].store.data_mut().contexts.remove(&ctx);
+            if let Some(ctx) = self.chain.contexts[i] {
+                self.chain.call(i, "proxy_on_done", &[ctx as i32]);
+                self.chain.call(i, "proxy_on_delete", &[ctx as i32]);
+                self.chain.delete_context(i, ctx);
             }
         }
+    }
+}
+
+/// The result's record of a local reply, with the body the client got.
+fn reply_record(r: &LocalReplyRequest, body: String) -> LocalReply {
+    LocalReply {
+        plugin: r.plugin.clone(),
+        status: r.status,
+        details: r.details.clone(),
+        body,
+        headers: r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect(),
+        grpc_status: r.grpc_status,
     }
 }
 

@@ -2,7 +2,8 @@
 //! way in and out, as host-sim reproduces it: header order, framing headers,
 //! `x-forwarded-client-cert`, the `date` header, gRPC status mapping.
 
-use super::stream::HeaderMap;
+use super::stream::{HeaderMap, LocalReplyRequest};
+use crate::http1_framing::{envoy_framing, peer_framing, Body, Encoded, FramingHeader, PeerMessage};
 use crate::scenario::ConnectionSpec;
 
 /// The request headers as Envoy's HTTP/1 codec hands them to the filters:
@@ -22,13 +23,29 @@ pub(crate) fn as_received(request: &crate::scenario::MessageSpec, tls: bool) -> 
     // several chunks as chunked, any other body with a content-length. The
     // HTTP/1 codec takes `transfer-encoding` out of the header map (observed
     // in Envoy 1.40: plugins never see it; the upstream codec re-frames).
-    let chunks = request.chunks();
-    let explicit = h.get("content-length").is_some() || h.get("transfer-encoding").is_some();
-    if !explicit && request.trailers.is_empty() && chunks.len() == 1 && !chunks[0].is_empty() {
-        h.add("content-length", chunks[0].len().to_string().as_bytes());
+    let body = Body::of(&request.chunks(), !request.trailers.is_empty());
+    if let (Some(length @ FramingHeader::ContentLength(_)), _) = peer_framing(h.declared(), body, PeerMessage::Request)
+    {
+        h.add(length.name(), length.value().as_bytes());
     }
     h.remove("transfer-encoding");
     h
+}
+
+/// Adds the framing header a peer sending `h` and `body` puts on the wire
+/// ([`peer_framing`]), which Envoy keeps in the map it hands the filters.
+pub(crate) fn add_peer_framing(h: &mut HeaderMap, body: Body, message: PeerMessage) {
+    if let (Some(framing), _) = peer_framing(h.declared(), body, message) {
+        h.add(framing.name(), framing.value().as_bytes());
+    }
+}
+
+/// Adds the framing header Envoy's HTTP/1 codec puts on the wire when it
+/// encodes `h` ([`envoy_framing`]).
+pub(crate) fn add_envoy_framing(h: &mut HeaderMap, message: Encoded<'_>, more_follows: bool) {
+    if let Some(framing) = envoy_framing(h.declared(), message, more_follows) {
+        h.add(framing.name(), framing.value().as_bytes());
+    }
 }
 
 /// `x-forwarded-client-cert` as the connection manager sets it: on inbound
@@ -94,25 +111,42 @@ pub(crate) fn http_date(ns: u64) -> String {
     )
 }
 
-/// Methods Envoy's HTTP/1 codec sends without `content-length: 0` when the
-/// request has no body (`HeaderUtility::requestShouldHaveNoBody`).
-pub(crate) fn bodiless_method(method: Option<&[u8]>) -> bool {
-    matches!(method, Some(b"GET" | b"HEAD" | b"DELETE" | b"TRACE" | b"CONNECT"))
+/// A response header map: `:status`, then `headers` in order.
+pub(crate) fn response_map(status: u16, headers: &[(String, String)]) -> HeaderMap {
+    let mut h = HeaderMap::default();
+    h.add(":status", status.to_string().as_bytes());
+    for (k, v) in headers {
+        h.add(k, v.as_bytes());
+    }
+    h
 }
 
-/// The framing header an HTTP/1 codec puts at the end of a message it
-/// encodes from a header map without one: `transfer-encoding: chunked` when
-/// a body or trailers follow the headers, else `content-length: 0` (not for
-/// 1xx/204 responses or bodiless request methods).
-pub(crate) fn wire_framing(h: &mut HeaderMap, more_follows: bool, zero_length_allowed: bool) {
-    if h.get("content-length").is_some() || h.get("transfer-encoding").is_some() {
-        return;
+/// A local reply as Envoy builds it: its status, header map and body.
+/// Envoy puts the plugin's headers first, then its own: for a body, its
+/// length and a default content type; for a gRPC request, a trailers-only
+/// gRPC answer (status 200, grpc-status from the call or mapped from the
+/// HTTP status, the body as grpc-message).
+pub(crate) fn local_reply_message(r: &LocalReplyRequest, grpc: bool) -> (u16, HeaderMap, Vec<u8>) {
+    let mut map = HeaderMap(r.headers.clone());
+    if grpc {
+        map.replace("content-type", b"application/grpc");
+        if map.get("grpc-status").is_none() {
+            let code = r.grpc_status.map(i64::from).unwrap_or_else(|| http_to_grpc_status(r.status));
+            map.add("grpc-status", code.to_string().as_bytes());
+        }
+        if !r.body.is_empty() {
+            map.replace("grpc-message", &percent_encode(&r.body));
+        }
+        map.remove("content-length");
+        return (200, map, Vec::new());
     }
-    if more_follows {
-        h.add("transfer-encoding", b"chunked");
-    } else if zero_length_allowed {
-        h.add("content-length", b"0");
+    if !r.body.is_empty() {
+        map.replace("content-length", r.body.len().to_string().as_bytes());
+        if map.get("content-type").is_none() {
+            map.add("content-type", b"text/plain");
+        }
     }
+    (r.status, map, r.body.clone())
 }
 
 /// Whether Envoy treats the request as gRPC (local replies become

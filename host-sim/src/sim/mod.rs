@@ -10,6 +10,7 @@
 
 mod chain;
 pub mod command;
+mod filter_chain;
 pub mod foreign;
 pub mod host;
 mod http1;
@@ -23,7 +24,7 @@ pub mod vm;
 pub mod wasi;
 
 use crate::abi::{AbiVersion, LogLevel};
-use crate::result::{LogLine, PluginFailure, PluginStatus, RunResult};
+use crate::result::{LogLine, PluginStatus, RunResult};
 use crate::scenario::{config_bytes, Direction, NodeSpec, PluginType, Scenario, StatsTag};
 use host::{Ctx, VmHost};
 use state::{EventKind, ProxyState};
@@ -295,61 +296,6 @@ impl Proxy {
         };
         h.contexts.insert(id, Ctx { plugin: plugin_slot, root_id, stream });
         id
-    }
-
-    /// Creates a filter's stream context on `worker` (Envoy does it on the
-    /// filter's first callback) and runs `proxy_on_context_create`: the new
-    /// id and whether that call went well (false: it trapped). None when the
-    /// plugin's VM had already failed. `filter` is the position in its
-    /// chain, which the context's header bookkeeping is indexed by.
-    pub(crate) fn create_filter_context(
-        &mut self,
-        worker: usize,
-        plugin: usize,
-        stream: Rc<RefCell<stream::HttpStream>>,
-        filter: usize,
-        failure: &mut Option<PluginFailure>,
-    ) -> Option<(u32, bool)> {
-        let place = self.threads[worker][plugin];
-        if self.vms[place.vm].failed.is_some() {
-            return None;
-        }
-        let slot = self.vms[place.vm].store.data().contexts[&place.root_context].plugin;
-        let id = self.new_context(place.vm, slot, Some((stream, filter, place.root_context)));
-        let outcome = self.call_filter(
-            worker,
-            plugin,
-            "proxy_on_context_create",
-            &[id as i32, place.root_context as i32],
-            failure,
-        );
-        Some((id, !matches!(outcome, Some(CallOutcome::Trapped(_)) | None)))
-    }
-
-    /// Calls a hook of `plugin` on `worker` (`args[0]` is the context);
-    /// None when its VM has failed. A trap is recorded in `failure` (the
-    /// first one): Envoy logs it as its own error, not as a plugin log line.
-    pub(crate) fn call_filter(
-        &mut self,
-        worker: usize,
-        plugin: usize,
-        export: &'static str,
-        args: &[i32],
-        failure: &mut Option<PluginFailure>,
-    ) -> Option<CallOutcome> {
-        let place = self.threads[worker][plugin];
-        let vm = &mut self.vms[place.vm];
-        if vm.failed.is_some() {
-            return None;
-        }
-        set_active(vm, args[0] as u32);
-        let outcome = vm.call(export, args);
-        if let CallOutcome::Trapped(msg) = &outcome {
-            if failure.is_none() {
-                *failure = Some(PluginFailure { plugin: self.plugins[plugin].name.clone(), message: msg.clone() });
-            }
-        }
-        Some(outcome)
     }
 
     /// Lets virtual time pass, firing due ticks and asynchronous events in

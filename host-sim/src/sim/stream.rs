@@ -3,6 +3,7 @@
 //! facts properties are computed from.
 
 use crate::abi::{HostResult, Status};
+use crate::http1_framing::Declared;
 use crate::scenario::ConnectionSpec;
 use std::collections::HashMap;
 
@@ -63,6 +64,19 @@ impl HeaderMap {
     pub fn byte_size(&self) -> u64 {
         self.0.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
     }
+
+    /// The HTTP/1 framing headers the map carries.
+    pub fn declared(&self) -> Declared {
+        Declared::of(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// A half of an HTTP stream: the request (decoder hooks, in chain order) or
+/// the response (encoder hooks, in reverse chain order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
 }
 
 /// Where the stream is; decides which maps, buffers and properties a plugin
@@ -170,6 +184,50 @@ pub struct HttpStream {
 }
 
 impl HttpStream {
+    pub fn headers(&self, side: Side) -> &HeaderMap {
+        match side {
+            Side::Request => &self.request_headers,
+            Side::Response => &self.response_headers,
+        }
+    }
+
+    pub fn body_mut(&mut self, side: Side) -> &mut Vec<u8> {
+        match side {
+            Side::Request => &mut self.request_body,
+            Side::Response => &mut self.response_body,
+        }
+    }
+
+    pub fn trailers(&self, side: Side) -> &HeaderMap {
+        match side {
+            Side::Request => &self.request_trailers,
+            Side::Response => &self.response_trailers,
+        }
+    }
+
+    pub fn trailers_mut(&mut self, side: Side) -> &mut HeaderMap {
+        match side {
+            Side::Request => &mut self.request_trailers,
+            Side::Response => &mut self.response_trailers,
+        }
+    }
+
+    /// Per filter: whether it holds the side's headers.
+    pub fn held_headers_mut(&mut self, side: Side) -> &mut Vec<bool> {
+        match side {
+            Side::Request => &mut self.held_request_headers,
+            Side::Response => &mut self.held_response_headers,
+        }
+    }
+
+    /// `proxy_continue_stream` was called for the side.
+    pub fn resumed_mut(&mut self, side: Side) -> &mut bool {
+        match side {
+            Side::Request => &mut self.continue_request,
+            Side::Response => &mut self.continue_response,
+        }
+    }
+
     pub fn holds_request_headers(&self, filter: usize) -> bool {
         self.held_request_headers.get(filter).copied().unwrap_or(false)
     }

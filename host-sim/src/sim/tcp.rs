@@ -18,11 +18,11 @@
 //!   Local when the proxy did) and then, at once, `on_done`, `on_log`,
 //!   `on_delete`.
 
+use super::filter_chain::FilterChain;
 use super::stream::{HttpStream, Phase};
-use super::vm::CallOutcome;
 use super::Proxy;
 use crate::abi::is_continue;
-use crate::result::{ConnectionResult, PluginFailure};
+use crate::result::ConnectionResult;
 use crate::scenario::{ConnectionSpec, PluginType, Side, TcpConnectionSpec, TcpStep};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -38,12 +38,10 @@ const PEER_LOCAL: i32 = 1;
 const PEER_REMOTE: i32 = 2;
 
 struct TcpRun<'p> {
-    proxy: &'p mut Proxy,
-    /// The network filter chain: plugin index of each filter position.
-    chain: Vec<usize>,
+    /// The network filter chain.
+    chain: FilterChain<'p>,
+    /// The chain's connection (the same as `chain.stream`).
     conn: Rc<RefCell<HttpStream>>,
-    worker: usize,
-    contexts: Vec<Option<u32>>,
     /// Filters that got `on_new_connection` (Envoy's `initialized_`).
     initialized: Vec<bool>,
     /// `tcp_proxy` has been initialized (it connects upstream then).
@@ -62,7 +60,6 @@ struct TcpRun<'p> {
     /// held (a later `proxy_continue_stream(Downstream)` resumes after it).
     paused_at: Option<usize>,
     closed: bool,
-    failure: Option<PluginFailure>,
     result: ConnectionResult,
     upstream_received: Vec<u8>,
     downstream_received: Vec<u8>,
@@ -74,26 +71,21 @@ impl Proxy {
         spec: &TcpConnectionSpec,
         default_conn: &ConnectionSpec,
     ) -> ConnectionResult {
-        let worker = self.pick_worker(spec.worker);
-        let chain = self.chain_of(PluginType::Network);
-        let n = chain.len();
-        self.next_stream_id += 1;
         let logs_before = self.state.borrow().logs.len();
-        let conn = Rc::new(RefCell::new(HttpStream {
-            id: self.next_stream_id,
+        let conn = HttpStream {
             network: true,
             connection: spec.connection.clone().unwrap_or_else(|| default_conn.clone()),
-            connection_id: self.next_stream_id,
-            start_ns: self.state.borrow().now_ns(),
             tls_pending: true,
             ..Default::default()
-        }));
+        };
+        let mut chain = FilterChain::new(self, PluginType::Network, spec.worker, conn);
+        // Outside a callback the data buffers are gone (NOT_FOUND), as in
+        // Envoy.
+        chain.phase_after_hook = Some(Phase::Async);
+        let n = chain.len();
         let mut run = TcpRun {
-            proxy: self,
+            conn: chain.stream.clone(),
             chain,
-            conn,
-            worker,
-            contexts: vec![None; n],
             initialized: vec![false; n],
             proxy_initialized: false,
             upstream_unreachable: spec.upstream_unreachable,
@@ -104,7 +96,6 @@ impl Proxy {
             client_got_fin: false,
             paused_at: None,
             closed: false,
-            failure: None,
             result: ConnectionResult { name: spec.name.clone(), ..Default::default() },
             upstream_received: Vec::new(),
             downstream_received: Vec::new(),
@@ -132,17 +123,13 @@ impl Proxy {
         let mut result = std::mem::take(&mut run.result);
         result.upstream_received = String::from_utf8_lossy(&run.upstream_received).into_owned();
         result.downstream_received = String::from_utf8_lossy(&run.downstream_received).into_owned();
-        result.plugin_failure = run.failure.take();
-        result.logs = run.proxy.state.borrow().logs[logs_before..].to_vec();
+        result.plugin_failure = run.chain.failure.take();
+        result.logs = run.chain.proxy.state.borrow().logs[logs_before..].to_vec();
         result
     }
 }
 
 impl TcpRun<'_> {
-    fn placement(&self, filter: usize) -> super::Placement {
-        self.proxy.threads[self.worker][self.chain[filter]]
-    }
-
     fn step(&mut self, step: TcpStep) {
         match step {
             TcpStep::DownstreamData(bytes) => {
@@ -169,7 +156,7 @@ impl TcpRun<'_> {
             }
             TcpStep::ResetDownstream => self.close(PEER_REMOTE),
             TcpStep::Advance(ms) => {
-                self.proxy.advance(ms);
+                self.chain.proxy.advance(ms);
                 self.after_async_callbacks();
             }
         }
@@ -186,45 +173,12 @@ impl TcpRun<'_> {
         }
     }
 
-    /// Creates the filter's context on first use (Envoy does it in
-    /// onNewConnection).
-    fn context(&mut self, filter: usize) -> Option<u32> {
-        if let Some(id) = self.contexts[filter] {
-            return Some(id);
-        }
-        let (id, created) = self.proxy.create_filter_context(
-            self.worker,
-            self.chain[filter],
-            self.conn.clone(),
-            filter,
-            &mut self.failure,
-        )?;
-        self.contexts[filter] = Some(id);
-        created.then_some(id)
-    }
-
-    /// Calls a hook on the filter's VM; None when the VM has failed.
-    fn call(&mut self, filter: usize, export: &'static str, args: &[i32]) -> Option<CallOutcome> {
-        self.proxy.call_filter(self.worker, self.chain[filter], export, args, &mut self.failure)
-    }
-
     /// Runs a filter callback in `phase`; true when the filter lets the data
     /// (or the connection) go on. A failed VM closes the connection unless
-    /// the plugin fails open.
+    /// the plugin fails open. (Contexts are created on first use: Envoy does
+    /// it in onNewConnection.)
     fn hook(&mut self, filter: usize, phase: Phase, export: &'static str, args: &[i32]) -> bool {
-        let Some(ctx) = self.context(filter) else { return self.failed(filter) };
-        self.conn.borrow_mut().phase = Some(phase);
-        let mut full = vec![ctx as i32];
-        full.extend_from_slice(args);
-        let outcome = self.call(filter, export, &full);
-        // Outside a callback the data buffers are gone (NOT_FOUND), as in
-        // Envoy.
-        self.conn.borrow_mut().phase = Some(Phase::Async);
-        let action = match outcome {
-            None | Some(CallOutcome::Trapped(_)) => return self.failed(filter),
-            Some(CallOutcome::Returned(r)) => r.unwrap_or(0) as i32,
-            Some(CallOutcome::Missing) => 0,
-        };
+        let Some(action) = self.chain.hook(filter, phase, export, args) else { return self.failed(filter) };
         if std::mem::take(&mut self.conn.borrow_mut().close_requested) {
             self.close(PEER_LOCAL);
             return false;
@@ -233,7 +187,7 @@ impl TcpRun<'_> {
     }
 
     fn failed(&mut self, filter: usize) -> bool {
-        if self.proxy.plugins[self.chain[filter]].fail_open {
+        if self.chain.fails_open(filter) {
             return true;
         }
         self.close(PEER_LOCAL);
@@ -313,7 +267,7 @@ impl TcpRun<'_> {
             return;
         }
         for filter in (0..self.chain.len()).rev() {
-            if self.contexts[filter].is_none() {
+            if self.chain.contexts[filter].is_none() {
                 continue;
             }
             let data = std::mem::take(&mut self.write_buffer);
@@ -327,9 +281,9 @@ impl TcpRun<'_> {
             if end {
                 // Envoy's Wasm filter reports the upstream's end of stream as
                 // an upstream close of unknown origin.
-                if let Some(ctx) = self.contexts[filter] {
+                if let Some(ctx) = self.chain.contexts[filter] {
                     self.conn.borrow_mut().phase = Some(Phase::ConnectionEvent);
-                    self.call(filter, "proxy_on_upstream_connection_close", &[ctx as i32, PEER_UNKNOWN]);
+                    self.chain.call(filter, "proxy_on_upstream_connection_close", &[ctx as i32, PEER_UNKNOWN]);
                 }
             }
             if !go_on {
@@ -356,18 +310,17 @@ impl TcpRun<'_> {
         self.closed = true;
         {
             let mut c = self.conn.borrow_mut();
-            c.end_ns = Some(self.proxy.state.borrow().now_ns());
+            c.end_ns = Some(self.chain.proxy.state.borrow().now_ns());
         }
         for filter in 0..self.chain.len() {
-            let Some(ctx) = self.contexts[filter] else { continue };
+            let Some(ctx) = self.chain.contexts[filter] else { continue };
             self.conn.borrow_mut().phase = Some(Phase::ConnectionEvent);
-            self.call(filter, "proxy_on_downstream_connection_close", &[ctx as i32, peer]);
+            self.chain.call(filter, "proxy_on_downstream_connection_close", &[ctx as i32, peer]);
             self.conn.borrow_mut().phase = Some(Phase::Log);
-            self.call(filter, "proxy_on_done", &[ctx as i32]);
-            self.call(filter, "proxy_on_log", &[ctx as i32]);
-            self.call(filter, "proxy_on_delete", &[ctx as i32]);
-            let place = self.placement(filter);
-            self.proxy.vms[place.vm].store.data_mut().contexts.remove(&ctx);
+            self.chain.call(filter, "proxy_on_done", &[ctx as i32]);
+            self.chain.call(filter, "proxy_on_log", &[ctx as i32]);
+            self.chain.call(filter, "proxy_on_delete", &[ctx as i32]);
+            self.chain.delete_context(filter, ctx);
         }
     }
 }

@@ -21,6 +21,7 @@ mod tcp;
 mod tls;
 
 pub use bootstrap::{TCP_UPSTREAM_CLUSTER, UPSTREAM_CLUSTER};
+pub use process::EnvironmentError;
 
 use crate::result::{
     ConnectionResult, HttpCallRecord, HttpMessage, HttpResponse, LocalReply, PluginFailure, PluginStatus, RunResult,
@@ -32,7 +33,7 @@ use crate::scenario::{
 use anyhow::{bail, Context, Result};
 use bootstrap::{Layout, ListenerLayout, TlsFiles};
 use logs::{ActionKind, PluginIdent};
-use process::{EnvoyProcess, Readiness};
+use process::{environment, EnvoyProcess, Readiness};
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -405,16 +406,18 @@ fn idents(s: &Scenario) -> Vec<PluginIdent> {
 /// that fails to load or to configure) is a result, not an error: the
 /// plugins are reported unconfigured, with Envoy's own message.
 pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
-    let binary = resolve_envoy(opts)?;
+    // Failures of the machine (not of the scenario) are marked
+    // EnvironmentError, so a caller can tell them apart.
+    let binary = resolve_envoy(opts).map_err(environment)?;
     for reserved in [UPSTREAM_CLUSTER, TCP_UPSTREAM_CLUSTER] {
         if scenario.clusters.iter().any(|c| c == reserved) {
             bail!("cluster name `{reserved}` is reserved for the upstream by the envoy engine");
         }
     }
-    let work = Workdir::create(opts)?;
+    let work = Workdir::create(opts).map_err(environment)?;
     let plan = ListenerPlan::new(scenario, &work.path)?;
-    let servers = servers::Servers::start(&scenario.clusters)?;
-    let mut tcp_upstream = tcp::TcpUpstream::start()?;
+    let servers = servers::Servers::start(&scenario.clusters).map_err(environment)?;
+    let mut tcp_upstream = tcp::TcpUpstream::start().map_err(environment)?;
     let wasm_paths: Vec<PathBuf> =
         scenario.plugins.iter().map(|p| std::path::absolute(&p.wasm).unwrap_or_else(|_| p.wasm.clone())).collect();
     let access_log = work.path.join("access.log");
@@ -430,9 +433,10 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
     std::fs::write(&config_path, serde_json::to_string_pretty(&bootstrap::bootstrap(scenario, &layout))?)?;
 
     let plugins = idents(scenario);
-    let mut envoy = EnvoyProcess::spawn(&binary, &work.path, &config_path, scenario.workers, &opts.extra_args)?;
+    let mut envoy = EnvoyProcess::spawn(&binary, &work.path, &config_path, scenario.workers, &opts.extra_args)
+        .map_err(environment)?;
     let names: Vec<String> = layout.listeners.iter().map(|l| l.name.clone()).collect();
-    let (admin, ports) = match envoy.wait_ready(&names, opts.startup_timeout)? {
+    let (admin, ports) = match envoy.wait_ready(&names, opts.startup_timeout).map_err(environment)? {
         Readiness::Ready { admin, listeners } => (admin, listeners),
         Readiness::Exited(status) => {
             let text = envoy.log_from(0);
@@ -717,7 +721,11 @@ fn start_failure(
         culprits.push(0);
     }
     if culprits.is_empty() {
-        bail!("Envoy exited ({status}) while starting: {message}\nLast log lines:\n{}", envoy.log_tail(30));
+        // Not a plugin Envoy refused: Envoy itself could not start.
+        return Err(environment(anyhow::anyhow!(
+            "Envoy exited ({status}) while starting: {message}\nLast log lines:\n{}",
+            envoy.log_tail(30)
+        )));
     }
     // The VM started when what failed was the configuration.
     let vm_started = errors.iter().any(|e| e.contains("Failed to configure"));

@@ -12,6 +12,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// A failure of the machine, not of the scenario: no Envoy binary, Envoy
+/// could not be started or did not become ready, the servers around it
+/// could not start. Callers tell it apart with `downcast_ref` (the CLI
+/// exits 3 on it).
+#[derive(Debug)]
+pub struct EnvironmentError(pub String);
+
+impl std::fmt::Display for EnvironmentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EnvironmentError {}
+
+/// Marks an error as the environment's, keeping its message.
+pub fn environment(e: anyhow::Error) -> anyhow::Error {
+    EnvironmentError(format!("{e:#}")).into()
+}
+
 pub struct EnvoyProcess {
     child: Option<Child>,
     pub log_path: PathBuf,

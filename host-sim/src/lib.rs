@@ -5,6 +5,7 @@
 //! * [`sim`]: the simulated proxy that runs a scenario ([`sim::Proxy`]).
 //! * [`envoy`]: the same scenario run in a real Envoy.
 //! * [`result`]: the JSON result both engines produce.
+//! * [`summary`]: a result as a readable summary (`host-sim run --format text`).
 
 pub mod abi;
 pub mod bench;
@@ -17,6 +18,7 @@ pub mod prometheus;
 pub mod result;
 pub mod scenario;
 pub mod sim;
+pub mod summary;
 
 pub use result::RunResult;
 pub use scenario::Scenario;

@@ -177,7 +177,7 @@ impl RunResult {
     }
 }
 
-/// Header lookup helper for tests: the first value of `name`.
-pub fn header<'a>(headers: &'a HeaderList, name: &str) -> Option<&'a str> {
+/// Header lookup (tests, the summary): the first value of `name`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }

@@ -9,7 +9,6 @@
 
 pub mod abi;
 pub mod bench;
-pub mod cli;
 pub mod diff;
 pub mod envoy;
 pub mod http1_framing;

@@ -65,7 +65,8 @@ pub fn render(r: &RunResult, o: &Options) -> String {
             }
         }
         if let Some(l) = &s.local_reply {
-            let _ = writeln!(out, "  local reply {} from {} ({})", l.status, l.plugin, l.details);
+            let details = if l.details.is_empty() { String::new() } else { format!(" ({})", l.details) };
+            let _ = writeln!(out, "  local reply {} from {}{details}", l.status, l.plugin);
         }
         for c in &s.http_calls {
             let status = c.response_status.map_or("no answer".to_string(), |s| s.to_string());

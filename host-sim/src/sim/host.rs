@@ -532,8 +532,10 @@ fn add_property_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
             let value = {
                 let h = c.data();
                 let plugin = h.ctx().map(|x| x.plugin).or(h.configuring).unwrap_or(0);
+                // A WASI command (`host-sim wasi-run`) has no plugin: no property exists.
+                let Some(info) = h.plugins.get(plugin) else { return Ok(Status::NotFound as i32) };
                 let now = h.proxy.borrow().now_ns();
-                let facts = proxy_facts(h, &h.plugins[plugin], now);
+                let facts = proxy_facts(h, info, now);
                 let stream = h.stream();
                 let guard = stream.as_ref().map(|(s, filter)| (s.borrow(), *filter));
                 check!(get_property(&facts, guard.as_ref().map(|(s, f)| (&**s, *f)), &refs))

@@ -1,23 +1,39 @@
 //! host-sim: Envoy's proxy-wasm host (ABI 0.2.1 and WASI preview1) on
-//! wasmtime, for testing and benchmarking plugins without Envoy.
+//! wasmtime, for testing and benchmarking plugins without Envoy, and the same
+//! scenarios in a real Envoy. This crate is the curated library API; the
+//! `host-sim` binary (src/main.rs, src/commands/) is a thin user of it.
 //!
-//! * [`scenario`]: the input file (plugins, node, connection, streams).
-//! * [`sim`]: the simulated proxy that runs a scenario ([`sim::Proxy`]).
-//! * [`envoy`]: the same scenario run in a real Envoy.
-//! * [`result`]: the JSON result both engines produce.
-//! * [`summary`]: a result as a readable summary (`host-sim run --format text`).
+//! ```no_run
+//! let scenario = host_sim::Scenario::load("examples/noop.json".as_ref()).unwrap();
+//! let simulated = host_sim::run(&scenario).unwrap();
+//! let in_envoy = host_sim::envoy::run_scenario(&scenario).unwrap();
+//! let ignore = host_sim::diff::Ignore { headers: host_sim::envoy::HOST_SPECIFIC_HEADERS };
+//! let differences = host_sim::diff::diff(&simulated, &in_envoy, &ignore);
+//! ```
+//!
+//! Crates behind it (see docs/architecture.md): `host-sim-scenario` (the
+//! contract both engines share), `host-sim-simulator` (the simulated proxy),
+//! `host-sim-envoy` (the real-Envoy engine).
 
-pub mod abi;
-pub mod bench;
-pub mod diff;
-pub mod envoy;
-pub mod http1_framing;
-pub mod pairs;
-pub mod prometheus;
-pub mod result;
-pub mod scenario;
-pub mod sim;
-pub mod summary;
+/// What a run produced, in either engine.
+pub use host_sim_scenario::result::RunResult;
+/// The scenario file a run replays.
+pub use host_sim_scenario::scenario::Scenario;
+pub use host_sim_scenario::{diff, prometheus, result, scenario, summary};
+/// The proxy-wasm ABI numbers (log levels, metric types, statuses).
+pub use meshwasm_wire::abi;
 
-pub use result::RunResult;
-pub use scenario::Scenario;
+/// Replays a scenario's traffic many times, for `host-sim bench`.
+pub use host_sim_simulator::bench;
+/// Runs a scenario on the simulated proxy.
+pub use host_sim_simulator::run;
+/// Runs a WASI command module the way Envoy's host would (`host-sim wasi-run`).
+pub use host_sim_simulator::run_wasi_command;
+/// The simulated proxy, step by step: start it, replay streams and
+/// connections, advance virtual time, read metrics.
+pub use host_sim_simulator::Proxy;
+/// Bounds on a plugin's VM (time per callback, memory).
+pub use host_sim_simulator::VmLimits;
+
+/// The real-Envoy engine: the same scenario in Envoy 1.40.
+pub use host_sim_envoy as envoy;

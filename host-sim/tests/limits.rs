@@ -2,8 +2,8 @@
 //! interrupts a callback past its time limit, refuses modules Envoy would
 //! refuse, and reports them as Envoy does.
 
-use host_sim::sim::{vm::VmLimits, Proxy};
 use host_sim::Scenario;
+use host_sim::{Proxy, VmLimits};
 use std::time::{Duration, Instant};
 
 fn module(name: &str, request_headers_body: &str) -> String {
@@ -91,7 +91,7 @@ fn modules_envoy_refuses_are_refused_with_envoys_words() {
     let no_abi = std::env::temp_dir().join(format!("host-sim-limits-{}-noabi.wasm", std::process::id()));
     std::fs::write(&no_abi, wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap()).unwrap();
     let s = scenario(no_abi.to_str().unwrap(), false);
-    let result = host_sim::sim::run(&s).unwrap();
+    let result = host_sim::run(&s).unwrap();
     assert!(!result.plugins[0].configured);
     assert!(result.plugins[0].error.as_deref().unwrap().contains("Missing or unknown Proxy-Wasm ABI version"));
     assert!(result.streams.is_empty(), "Envoy serves nothing with a rejected plugin");
@@ -100,7 +100,7 @@ fn modules_envoy_refuses_are_refused_with_envoys_words() {
     let wat = r#"(module (import "env" "proxy_no_such_call" (func)) (memory (export "memory") 1)
         (func (export "proxy_abi_version_0_2_1")) (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 0)))"#;
     std::fs::write(&missing_import, wat::parse_str(wat).unwrap()).unwrap();
-    let result = host_sim::sim::run(&scenario(missing_import.to_str().unwrap(), false)).unwrap();
+    let result = host_sim::run(&scenario(missing_import.to_str().unwrap(), false)).unwrap();
     let error = result.plugins[0].error.as_deref().unwrap();
     assert!(error.contains("Failed to load Wasm module due to a missing import: env.proxy_no_such_call"), "{error}");
 }

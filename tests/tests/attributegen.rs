@@ -324,7 +324,7 @@ fn real_envoy_agrees() {
         Scenario::from_json(&bad.to_string()).unwrap(),
     ];
     for (i, scenario) in scenarios.iter().enumerate() {
-        let on_sim = host_sim::sim::run(scenario).expect("host-sim runs");
+        let on_sim = host_sim::run(scenario).expect("host-sim runs");
         let on_envoy = envoy::run_scenario(scenario).unwrap_or_else(|e| panic!("scenario {i}: envoy: {e:#}"));
         assert!(on_envoy.all_expectations_passed(), "scenario {i}: {:#?}", on_envoy.expectations);
         if i < 2 {

@@ -20,7 +20,7 @@
 //! reason) unless `CI` is set, which makes a missing Envoy a failure.
 //! tests/conformance-pending/ is not run.
 
-use host_sim::{diff, envoy, sim, Scenario};
+use host_sim::{diff, envoy, Scenario};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use std::path::{Path, PathBuf};
 
@@ -76,7 +76,7 @@ fn check(path: &Path) -> Result<(), Failed> {
             .into());
         }
     }
-    let on_sim = sim::run(&scenario).map_err(|e| format!("{name}: host-sim: {e:#}"))?;
+    let on_sim = host_sim::run(&scenario).map_err(|e| format!("{name}: host-sim: {e:#}"))?;
     let on_envoy = envoy::run_scenario(&scenario).map_err(|e| format!("{name}: envoy: {e:#}"))?;
 
     let mut problems = Vec::new();

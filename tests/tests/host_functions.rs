@@ -1134,7 +1134,7 @@ fn probe_examples_pass() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
         let scenario = host_sim::Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(!scenario.expect.is_empty(), "{name} checks something");
-        let result = host_sim::sim::run(&scenario).expect("runs");
+        let result = host_sim::run(&scenario).expect("runs");
         let failed: Vec<_> = result.expectations.iter().filter(|e| !e.passed).collect();
         assert!(failed.is_empty(), "{name}: {failed:#?}");
     }

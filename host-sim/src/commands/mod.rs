@@ -79,7 +79,7 @@ impl Engine {
 
     pub fn run(self, scenario: &Scenario) -> Result<RunResult, Failure> {
         let result = match self {
-            Engine::HostSim => host_sim::sim::run(scenario),
+            Engine::HostSim => host_sim::run(scenario),
             Engine::Envoy => host_sim::envoy::run_scenario(scenario),
         };
         result.map_err(|e| Failure::engine(&format!("{} engine", self.name()), e))

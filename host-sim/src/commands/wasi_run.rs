@@ -34,7 +34,7 @@ impl Args {
 pub fn main(a: Args) -> Result<u8, Failure> {
     let mut argv = vec![a.module.to_string_lossy().into_owned()];
     argv.extend(a.args);
-    let code = host_sim::sim::command::run_command(&a.module, argv).map_err(|e| Failure::engine("wasi-run", e))?;
+    let code = host_sim::run_wasi_command(&a.module, argv).map_err(|e| Failure::engine("wasi-run", e))?;
     // As a process would: the low byte of the module's code.
     Ok((code & 0xff) as u8)
 }

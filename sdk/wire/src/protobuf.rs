@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn json_round_trips_through_struct_bytes() {
-        let meta = object(json!({"NAME": "a", "N": 2.5, "B": true, "Z": null, "L": ["x", 1.0], "LABELS": {"app": "a"}}));
+        let meta =
+            object(json!({"NAME": "a", "N": 2.5, "B": true, "Z": null, "L": ["x", 1.0], "LABELS": {"app": "a"}}));
         let bytes = encode_json_struct(&meta);
         let back = struct_to_json(&decode_struct(&bytes).expect("valid"));
         assert_eq!(Json::Object(back), Json::Object(meta));

@@ -21,5 +21,5 @@ pub fn plugin_wasm(name: &str) -> String {
 /// and runs it on host-sim.
 pub fn run(scenario: Value) -> RunResult {
     let s = host_sim::Scenario::from_json(&scenario.to_string()).unwrap_or_else(|e| panic!("bad scenario: {e}"));
-    host_sim::sim::run(&s).expect("scenario runs")
+    host_sim::run(&s).expect("scenario runs")
 }

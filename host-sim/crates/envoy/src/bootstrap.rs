@@ -9,9 +9,9 @@ use crate::scenario::{config_bytes, Direction, PluginSpec, PluginType, Scenario,
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
-pub use crate::sim::UPSTREAM_CLUSTER;
+pub use host_sim_scenario::UPSTREAM_CLUSTER;
 
-pub use crate::sim::TCP_UPSTREAM_CLUSTER;
+pub use host_sim_scenario::TCP_UPSTREAM_CLUSTER;
 
 /// How often Envoy flushes stats (merges histograms). Small, so histogram
 /// samples show up in the admin output soon after the last stream.

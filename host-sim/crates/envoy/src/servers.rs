@@ -186,7 +186,7 @@ fn serve_connection(conn: TcpStream, role: Role, stop: Arc<AtomicBool>, slot: Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envoy::http::{read_response, write_request, ResponseOutcome};
+    use crate::http::{read_response, write_request, ResponseOutcome};
 
     fn exchange(port: u16, path: &str) -> ResponseOutcome {
         let conn = TcpStream::connect(("127.0.0.1", port)).unwrap();

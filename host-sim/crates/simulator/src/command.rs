@@ -29,7 +29,6 @@ pub fn run_command(wasm: &std::path::Path, args: Vec<String>) -> anyhow::Result<
         Rc::new(RefCell::new(ProxyState::default())),
         facts,
         0,
-        abi,
         Vec::new(),
         std::env::vars().filter(|(k, _)| k.starts_with("RUST_")).collect(),
     );

@@ -171,10 +171,6 @@ impl Vm {
         f
     }
 
-    pub fn has_export(&mut self, name: &'static str) -> bool {
-        self.export(name).is_some()
-    }
-
     /// Calls an export with i32 arguments (the proxy-wasm callbacks take no
     /// other kind). A trap marks the VM failed.
     pub fn call(&mut self, name: &'static str, args: &[i32]) -> CallOutcome {

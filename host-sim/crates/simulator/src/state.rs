@@ -31,8 +31,6 @@ pub struct ProxyState {
 }
 
 pub struct SharedQueue {
-    pub vm_id: String,
-    pub name: String,
     /// (VM index, root context id) that registered the queue last.
     pub owner: (usize, u32),
     pub items: VecDeque<Vec<u8>>,
@@ -94,7 +92,7 @@ impl ProxyState {
             self.queues[id as usize - 1].owner = owner;
             return id;
         }
-        self.queues.push(SharedQueue { vm_id: key.0.clone(), name: key.1.clone(), owner, items: VecDeque::new() });
+        self.queues.push(SharedQueue { owner, items: VecDeque::new() });
         let id = self.queues.len() as u32;
         self.queue_ids.insert(key, id);
         id

@@ -6,21 +6,7 @@ use crate::abi::{HostResult, MetricType, Status};
 use crate::result::MetricValue;
 use std::collections::HashMap;
 
-/// Envoy's default histogram bucket bounds (Istio sets none by default).
-pub const DEFAULT_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
-    600000.0, 1800000.0, 3600000.0,
-];
-
-#[derive(Debug, Clone)]
-pub struct Stat {
-    pub name: String,
-    pub kind: MetricType,
-    /// Counter/gauge value.
-    pub value: i64,
-    /// Histogram samples.
-    pub samples: Vec<u64>,
-}
+pub use crate::prometheus::Stat;
 
 #[derive(Default)]
 pub struct MetricStore {
@@ -39,10 +25,6 @@ impl MetricStore {
         self.stats.push(Stat { name: name.to_string(), kind, value: 0, samples: Vec::new() });
         self.by_name.insert(key, self.stats.len() - 1);
         self.stats.len() - 1
-    }
-
-    pub fn stat(&self, index: usize) -> &Stat {
-        &self.stats[index]
     }
 
     pub fn increment(&mut self, index: usize, offset: i64) -> HostResult<()> {

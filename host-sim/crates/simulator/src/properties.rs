@@ -19,7 +19,6 @@ pub struct ProxyFacts<'a> {
     pub plugin_root_id: &'a str,
     pub plugin_vm_id: &'a str,
     pub upstream_cluster: &'a str,
-    pub now_ns: u64,
 }
 
 /// A typed value before encoding.
@@ -379,7 +378,7 @@ fn address_property(s: &HttpStream, which: &str, field: &str) -> HostResult<Prop
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::stream::HeaderMap;
+    use crate::stream::HeaderMap;
 
     fn facts(node: &NodeSpec) -> ProxyFacts<'_> {
         ProxyFacts {
@@ -390,7 +389,6 @@ mod tests {
             plugin_root_id: "root",
             plugin_vm_id: "",
             upstream_cluster: "upstream",
-            now_ns: 0,
         }
     }
 

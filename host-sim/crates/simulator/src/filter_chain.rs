@@ -36,7 +36,6 @@ impl<'p> FilterChain<'p> {
         let n = plugins.len();
         proxy.next_stream_id += 1;
         let stream = HttpStream {
-            id: proxy.next_stream_id,
             connection_id: proxy.next_stream_id,
             start_ns: proxy.state.borrow().now_ns(),
             held_request_headers: vec![false; n],

@@ -3,27 +3,35 @@
 //! thread), and replays streams through the HTTP filter chain.
 //!
 //! ```no_run
-//! let scenario = host_sim::Scenario::load("examples/noop.json".as_ref()).unwrap();
-//! let result = host_sim::sim::run(&scenario).unwrap();
+//! let scenario = host_sim_scenario::scenario::Scenario::load("examples/noop.json".as_ref()).unwrap();
+//! let result = host_sim_simulator::run(&scenario).unwrap();
 //! assert!(result.streams[0].downstream_response.is_some());
 //! ```
 
-mod chain;
-pub mod command;
-mod filter_chain;
-pub mod foreign;
-pub mod host;
-mod http1;
-pub mod metrics;
-pub mod node;
-pub mod properties;
-pub mod state;
-pub mod stream;
-mod tcp;
-pub mod vm;
-pub mod wasi;
+mod abi;
+pub mod bench;
+mod pairs;
 
-use crate::abi::{AbiVersion, LogLevel};
+use host_sim_scenario::{http1_framing, prometheus, result, scenario};
+
+pub use command::run_command as run_wasi_command;
+
+mod chain;
+mod command;
+mod filter_chain;
+mod foreign;
+mod host;
+mod http1;
+mod metrics;
+mod node;
+mod properties;
+mod state;
+mod stream;
+mod tcp;
+mod vm;
+mod wasi;
+
+use crate::abi::LogLevel;
 use crate::result::{LogLine, PluginStatus, RunResult};
 use crate::scenario::{config_bytes, Direction, NodeSpec, PluginType, Scenario, StatsTag};
 use host::{Ctx, VmHost};
@@ -32,14 +40,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use vm::{CallOutcome, Vm, VmLimits};
+pub use vm::VmLimits;
+use vm::{CallOutcome, Vm};
 use wasmtime::{Engine, Linker, Module};
 
-/// The HTTP upstream cluster's name, as `xds.cluster_name` reports it (the
-/// envoy engine's bootstrap uses the same).
-pub const UPSTREAM_CLUSTER: &str = "upstream";
-/// The cluster TCP connections go to, in both engines.
-pub const TCP_UPSTREAM_CLUSTER: &str = "tcp_upstream";
+pub use host_sim_scenario::{TCP_UPSTREAM_CLUSTER, UPSTREAM_CLUSTER};
 
 /// One plugin of the chain, as its VMs see it.
 #[derive(Debug)]
@@ -174,7 +179,7 @@ impl Proxy {
             let spec = &scenario.plugins[members[0]];
             let mut env = env.clone();
             env.extend(spec.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let ctx = VmContext { engine: &engine, module, linker: &linker, facts: &facts, abi, env: &env, limits };
+            let ctx = VmContext { engine: &engine, module, linker: &linker, facts: &facts, env: &env, limits };
             // The base VM validates the configuration, as Envoy's canary does.
             if let Err(e) = proxy.start_vm(&ctx, members, "base") {
                 proxy.fail_group(members, &e);
@@ -241,8 +246,7 @@ impl Proxy {
     /// context ids; the VM is pushed to `self.vms`.
     fn start_vm(&mut self, ctx: &VmContext, members: &[usize], label: &str) -> Result<Vec<u32>, String> {
         let plugins: Vec<Rc<PluginInfo>> = members.iter().map(|m| self.plugins[*m].clone()).collect();
-        let host =
-            VmHost::new(self.state.clone(), ctx.facts.clone(), self.vms.len(), ctx.abi, plugins, ctx.env.clone());
+        let host = VmHost::new(self.state.clone(), ctx.facts.clone(), self.vms.len(), plugins, ctx.env.clone());
         let vm = Vm::instantiate(ctx.engine, ctx.module, ctx.linker, host, ctx.limits)?;
         self.vms.push(vm);
         let vm_index = self.vms.len() - 1;
@@ -450,7 +454,6 @@ struct VmContext<'a> {
     module: &'a Module,
     linker: &'a Linker<VmHost>,
     facts: &'a Rc<SimFacts>,
-    abi: AbiVersion,
     env: &'a Vec<(String, String)>,
     limits: VmLimits,
 }

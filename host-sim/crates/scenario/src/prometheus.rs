@@ -5,10 +5,26 @@
 
 use crate::abi::MetricType;
 use crate::scenario::StatsTag;
-use crate::sim::metrics::{Stat, DEFAULT_BUCKETS};
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// Envoy's default histogram bucket bounds (Istio sets none by default).
+pub const DEFAULT_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+
+#[derive(Debug, Clone)]
+/// A plugin metric as a host holds it.
+pub struct Stat {
+    pub name: String,
+    pub kind: MetricType,
+    /// Counter/gauge value.
+    pub value: i64,
+    /// Histogram samples.
+    pub samples: Vec<u64>,
+}
 
 /// Istio's standard labels, in the order Istio's bootstrap lists their tag
 /// regexes (and so the order `/stats/prometheus` prints them).

@@ -11,6 +11,9 @@
 //! of ABI calls) and the admin interface's stats. The result has the same
 //! shape as host-sim's, so the two engines can be compared.
 
+use host_sim_scenario::{http1_framing, prometheus, result, scenario};
+use meshwasm_wire::abi;
+
 mod bootstrap;
 mod http;
 mod logs;

@@ -127,7 +127,6 @@ pub struct FilterStateEntry {
 /// header maps and no request/response properties.
 #[derive(Debug, Default)]
 pub struct HttpStream {
-    pub id: u64,
     /// A TCP connection seen by network filters, not an HTTP stream.
     pub network: bool,
     /// Network filters: the data the current `on_downstream_data` /

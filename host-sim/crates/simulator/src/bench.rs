@@ -4,7 +4,7 @@
 //! ratio to a `noop` run on the same machine, not by absolute numbers.
 
 use crate::scenario::Scenario;
-use crate::sim::{vm::VmLimits, Proxy};
+use crate::{vm::VmLimits, Proxy};
 use serde::Serialize;
 use std::time::Instant;
 

@@ -50,7 +50,6 @@ pub struct VmHost {
     pub facts: Rc<SimFacts>,
     pub vm_index: usize,
     pub vm_id: String,
-    pub abi: AbiVersion,
     pub plugins: Vec<Rc<PluginInfo>>,
     pub contexts: HashMap<u32, Ctx>,
     pub next_context_id: u32,
@@ -91,7 +90,6 @@ impl VmHost {
         proxy: Rc<RefCell<ProxyState>>,
         facts: Rc<SimFacts>,
         vm_index: usize,
-        abi: AbiVersion,
         plugins: Vec<Rc<PluginInfo>>,
         env: Vec<(String, String)>,
     ) -> Self {
@@ -100,7 +98,6 @@ impl VmHost {
             facts,
             vm_index,
             vm_id: plugins.first().map(|p| p.vm_id.clone()).unwrap_or_default(),
-            abi,
             plugins,
             contexts: HashMap::new(),
             next_context_id: 1,
@@ -199,7 +196,7 @@ pub fn return_bytes(
     Ok(write_u32(c, ptr_ptr, addr as u32).and_then(|_| write_u32(c, size_ptr, bytes.len() as u32)))
 }
 
-fn proxy_facts<'a>(h: &'a VmHost, plugin: &'a PluginInfo, now_ns: u64) -> ProxyFacts<'a> {
+fn proxy_facts<'a>(h: &'a VmHost, plugin: &'a PluginInfo) -> ProxyFacts<'a> {
     ProxyFacts {
         node: &h.facts.node,
         node_proto: &h.facts.node_proto,
@@ -208,7 +205,6 @@ fn proxy_facts<'a>(h: &'a VmHost, plugin: &'a PluginInfo, now_ns: u64) -> ProxyF
         plugin_root_id: &plugin.root_id,
         plugin_vm_id: &h.vm_id,
         upstream_cluster: &h.facts.upstream_cluster,
-        now_ns,
     }
 }
 
@@ -534,8 +530,7 @@ fn add_property_functions(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
                 let plugin = h.ctx().map(|x| x.plugin).or(h.configuring).unwrap_or(0);
                 // A WASI command (`host-sim wasi-run`) has no plugin: no property exists.
                 let Some(info) = h.plugins.get(plugin) else { return Ok(Status::NotFound as i32) };
-                let now = h.proxy.borrow().now_ns();
-                let facts = proxy_facts(h, info, now);
+                let facts = proxy_facts(h, info);
                 let stream = h.stream();
                 let guard = stream.as_ref().map(|(s, filter)| (s.borrow(), *filter));
                 check!(get_property(&facts, guard.as_ref().map(|(s, f)| (&**s, *f)), &refs))

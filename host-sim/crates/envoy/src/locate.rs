@@ -4,9 +4,14 @@ use crate::{EnvoyOptions, ENVOY_ENV};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
-/// The repository root (where `scripts/install-envoy.sh` puts `.venv-envoy`).
+/// The repository root (where `scripts/install-envoy.sh` puts `.venv-envoy`):
+/// this crate is `host-sim/crates/envoy`, three levels below it.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -53,5 +58,10 @@ mod tests {
         let opts = EnvoyOptions { envoy_binary: Some("/nonexistent/envoy".into()), ..Default::default() };
         let e = resolve_envoy(&opts).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/envoy"), "{e}");
+    }
+
+    #[test]
+    fn repo_root_is_where_the_install_script_is() {
+        assert!(repo_root().join("scripts/install-envoy.sh").is_file(), "{}", repo_root().display());
     }
 }

@@ -14,11 +14,6 @@ mod shell;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    // No panic is expected; if one happens its message reaches the proxy's
-    // log before the VM aborts, as with proxy-wasm's `set_log_level` hook
-    // (whose own log call unwraps).
-    std::panic::set_hook(Box::new(|info| {
-        let _ = meshwasm_sdk::host::log(meshwasm_sdk::host::LogLevel::Critical, &info.to_string());
-    }));
+    meshwasm_sdk::host::log_panics();
     proxy_wasm::set_root_context(shell::root);
 }}

@@ -161,6 +161,16 @@ pub fn log(level: LogLevel, message: &str) -> Result<()> {
     check(unsafe { raw::proxy_log(level.raw(), message.as_ptr(), message.len()) })
 }
 
+/// Sends a panic's message to the proxy's log (Critical) before the VM
+/// aborts, as proxy-wasm's `set_log_level` hook does, without that hook's
+/// own unwrap on the log call. Plugins call it first in `proxy_wasm::main!`;
+/// no panic is expected, this is what makes one visible if it happens.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let _ = log(LogLevel::Critical, &info.to_string());
+    }));
+}
+
 /// `proxy_get_log_level`: the least severe level the proxy logs.
 pub fn get_log_level() -> Result<LogLevel> {
     let mut level = 0u32;

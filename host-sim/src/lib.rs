@@ -19,18 +19,20 @@
 pub use host_sim_scenario::result::RunResult;
 /// The scenario file a run replays.
 pub use host_sim_scenario::scenario::Scenario;
+/// The contract both engines share: the scenario and result formats, the
+/// differences between two results, Prometheus rendering, the text summary.
 pub use host_sim_scenario::{diff, prometheus, result, scenario, summary};
 /// The proxy-wasm ABI numbers (log levels, metric types, statuses).
 pub use meshwasm_wire::abi;
 
-/// Replays a scenario's traffic many times, for `host-sim bench`.
+/// Benchmarks: replaying a scenario's traffic many times (`host-sim bench`).
 pub use host_sim_simulator::bench;
 /// Runs a scenario on the simulated proxy.
 pub use host_sim_simulator::run;
 /// Runs a WASI command module the way Envoy's host would (`host-sim wasi-run`).
 pub use host_sim_simulator::run_wasi_command;
-/// The simulated proxy, step by step: start it, replay streams and
-/// connections, advance virtual time, read metrics.
+/// The simulated proxy, step by step: start it, replay a scenario's
+/// traffic, advance virtual time, read metrics.
 pub use host_sim_simulator::Proxy;
 /// Bounds on a plugin's VM (time per callback, memory).
 pub use host_sim_simulator::VmLimits;

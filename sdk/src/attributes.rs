@@ -192,7 +192,7 @@ impl HostAttributes {
                 Some(v)
             }
             _ => {
-                let bytes = crate::property::get(path).ok()??;
+                let bytes = crate::host::get_property(path).ok()??;
                 decode(encoding(path), &bytes)
             }
         }
@@ -206,7 +206,7 @@ impl AttributeSource for HostAttributes {
             return v.clone();
         }
         let value = if path == ["xds", "node"] {
-            crate::property::get(path).ok().flatten().and_then(|b| crate::property::decode_node(&b))
+            crate::host::get_property(path).ok().flatten().and_then(|b| crate::property::decode_node(&b))
         } else {
             self.fetch(path)
         };

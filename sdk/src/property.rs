@@ -1,5 +1,5 @@
-//! Envoy's properties: host calls that never panic, and decoders for Envoy's
-//! property encodings (see docs/host-sim.md, "Properties").
+//! Envoy's properties: decoders for Envoy's property encodings (see
+//! docs/host-sim.md, "Properties"); the host calls are [`crate::host`]'s.
 //!
 //! Every decoder takes arbitrary bytes and returns `None` (or skips) on
 //! anything malformed: a property value is host input and must never make a
@@ -7,13 +7,6 @@
 
 use crate::attributes::AttrValue;
 use meshwasm_wire::protobuf::{Kind, Node, Struct, Value};
-
-/// A proxy-wasm status code as the host returned it (`1` NOT_FOUND,
-/// `2` BAD_ARGUMENT, `7` SERIALIZATION_FAILURE, ...).
-pub type RawStatus = u32;
-
-/// Status `NOT_FOUND`.
-pub const NOT_FOUND: RawStatus = 1;
 
 /// An 8-byte little-endian integer (`response.code`, `request.size`, ...).
 pub fn decode_i64(bytes: &[u8]) -> Option<i64> {
@@ -36,11 +29,6 @@ pub fn decode_bool(bytes: &[u8]) -> Option<bool> {
         [b] => Some(*b != 0),
         _ => None,
     }
-}
-
-/// A property path for `get_property`: segments in order.
-pub fn path(p: &str) -> Vec<&str> {
-    p.split('.').collect()
 }
 
 /// A string map in the pairs encoding (`request.headers`; decoded by
@@ -126,21 +114,6 @@ pub fn node_to_attr(n: &Node) -> AttrValue {
 
 // ------------------------------------------------------------ host calls
 
-/// `proxy_get_property` through [`crate::host::get_property`], with the
-/// status as a number: `Ok(None)` when the property does not exist
-/// (NOT_FOUND), `Err` with any other non-OK status.
-pub fn get(path: &[&str]) -> Result<Option<Vec<u8>>, RawStatus> {
-    crate::host::get_property(path).map_err(crate::host::Error::raw)
-}
-
-/// `proxy_set_property` through [`crate::host::set_property`] (Envoy stores
-/// it as filter state `wasm.<path>`), returning the host's status instead of
-/// panicking: NOT_FOUND in a root context, BAD_ARGUMENT for a read-only
-/// property. Outside wasm there is no proxy: NOT_FOUND.
-pub fn set(path: &[&str], value: &[u8]) -> Result<(), RawStatus> {
-    crate::host::set_property(path, value).map_err(crate::host::Error::raw)
-}
-
 /// Which kind of stream context Envoy is creating, for a root context's
 /// `get_type()`: the same plugin can be loaded as an HTTP filter and as a
 /// network filter, and Envoy asks the root for each new context. An HTTP
@@ -150,7 +123,7 @@ pub fn set(path: &[&str], value: &[u8]) -> Result<(), RawStatus> {
 /// Only a plain NOT_FOUND means a connection: an unexpected error keeps the
 /// HTTP answer, the type every plugin had before network filters.
 pub fn new_context_type() -> proxy_wasm::types::ContextType {
-    match get(&["request", "protocol"]) {
+    match crate::host::get_property(&["request", "protocol"]) {
         Ok(None) => proxy_wasm::types::ContextType::StreamContext,
         _ => proxy_wasm::types::ContextType::HttpContext,
     }
@@ -168,7 +141,6 @@ mod tests {
         assert_eq!(decode_f64(&1.5f64.to_le_bytes()), Some(1.5));
         assert_eq!(decode_bool(&[1]), Some(true));
         assert_eq!(decode_bool(&[]), None);
-        assert_eq!(path("request.url_path"), vec!["request", "url_path"]);
     }
 
     #[test]
@@ -264,12 +236,5 @@ mod tests {
         };
         assert!(decode_struct(&nested(33)).is_some());
         assert_eq!(decode_struct(&nested(34)), None);
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    #[test]
-    fn no_proxy_outside_wasm() {
-        assert_eq!(get(&["request", "method"]), Ok(None));
-        assert_eq!(set(&["x"], b"1"), Err(NOT_FOUND));
     }
 }

@@ -75,6 +75,8 @@ pub struct Placement {
     pub root_context: u32,
 }
 
+/// The simulated proxy: a scenario's plugins in their VMs (a base VM, the
+/// main thread's, one per worker), the state they share, and virtual time.
 pub struct Proxy {
     pub(crate) state: Rc<RefCell<ProxyState>>,
     pub(crate) plugins: Vec<Rc<PluginInfo>>,
@@ -217,6 +219,7 @@ impl Proxy {
         Ok(proxy)
     }
 
+    /// Each plugin's start-up outcome (configured, or why it was refused).
     pub fn statuses(&self) -> &[PluginStatus] {
         &self.statuses
     }

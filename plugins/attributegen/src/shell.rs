@@ -40,13 +40,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = match host::get_plugin_configuration() {
-            Ok(config) => config.unwrap_or_default(),
-            Err(e) => {
-                log(LogLevel::Error, &format!("cannot read the configuration: {e}"));
-                return false;
-            }
-        };
+        let Some(config) = host::plugin_configuration_or_log("attributegen") else { return false };
         // Both counters exist from the start, as Istio resolves them when its
         // root context is created.
         let config_errors = host::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();

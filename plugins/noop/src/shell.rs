@@ -20,13 +20,7 @@ impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = match host::get_plugin_configuration() {
-            Ok(config) => config.unwrap_or_default(),
-            Err(e) => {
-                let _ = host::log(LogLevel::Error, &format!("noop: cannot read the configuration: {e}"));
-                return false;
-            }
-        };
+        let Some(config) = host::plugin_configuration_or_log("noop") else { return false };
         match context_type(&config) {
             Some(t) => {
                 self.context = t;

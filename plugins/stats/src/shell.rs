@@ -178,13 +178,7 @@ impl Context for StatsRoot {}
 
 impl RootContext for StatsRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match host::get_plugin_configuration() {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(e) => {
-                log::error(&format!("stats: cannot read the configuration: {e}"));
-                return false;
-            }
-        };
+        let Some(bytes) = host::plugin_configuration_or_log("stats") else { return false };
         let config: PluginConfig = match meshwasm_sdk::config::parse(&bytes) {
             Ok(c) => c,
             Err(e) => {

@@ -297,6 +297,19 @@ pub fn get_plugin_configuration() -> Result<Option<Vec<u8>>> {
     get_whole_buffer(BufferType::PluginConfiguration)
 }
 
+/// The plugin configuration for `on_configure`: empty when there is none;
+/// `None`, after logging `<plugin>: cannot read the configuration: ...`,
+/// when the host fails to give it (the plugin then refuses to start).
+pub fn plugin_configuration_or_log(plugin: &str) -> Option<Vec<u8>> {
+    match get_plugin_configuration() {
+        Ok(config) => Some(config.unwrap_or_default()),
+        Err(e) => {
+            let _ = log(LogLevel::Error, &format!("{plugin}: cannot read the configuration: {e}"));
+            None
+        }
+    }
+}
+
 /// The VM configuration (in `on_vm_start`); `None` when there is none.
 pub fn get_vm_configuration() -> Result<Option<Vec<u8>>> {
     get_whole_buffer(BufferType::VmConfiguration)

@@ -57,6 +57,8 @@ fn no_proxy_outside_wasm() {
     assert_eq!(get_log_level(), Err(not_found));
     assert_eq!(get_property(&["request", "method"]), Ok(None));
     assert_eq!(set_property(&["x"], b"1"), nf);
+    // No configuration (NOT_FOUND) is an empty one, not a failure.
+    assert_eq!(plugin_configuration_or_log("p"), Some(Vec::new()));
     assert_eq!(get_header(MapType::RequestHeaders, ":path"), Ok(None));
     assert_eq!(get_header_lossy(MapType::RequestHeaders, ":path"), Ok(None));
     assert_eq!(get_header_utf8(MapType::ResponseTrailers, "grpc-status"), Ok(None));

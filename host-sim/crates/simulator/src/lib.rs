@@ -48,7 +48,7 @@ pub use host_sim_scenario::{TCP_UPSTREAM_CLUSTER, UPSTREAM_CLUSTER};
 
 /// One plugin of the chain, as its VMs see it.
 #[derive(Debug)]
-pub struct PluginInfo {
+pub(crate) struct PluginInfo {
     pub name: String,
     pub root_id: String,
     pub vm_id: String,
@@ -60,7 +60,7 @@ pub struct PluginInfo {
 }
 
 /// Facts about the proxy that do not change while it runs.
-pub struct SimFacts {
+pub(crate) struct SimFacts {
     pub node: NodeSpec,
     pub node_proto: Vec<u8>,
     pub direction: Direction,
@@ -70,7 +70,7 @@ pub struct SimFacts {
 
 /// Where one plugin lives on one thread.
 #[derive(Clone, Copy, Debug)]
-pub struct Placement {
+pub(crate) struct Placement {
     pub vm: usize,
     pub root_context: u32,
 }

@@ -182,7 +182,7 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
             Ok(x) => x,
             Err(e) => {
                 let state = if envoy.has_exited() { "Envoy has exited" } else { "Envoy is running" };
-                bail!("stream {i} ({}): {e:#}; {state}. Last log lines:\n{}", stream.name, envoy.log_tail(30));
+                bail!("stream {i} ({}): {e:#}; {state}. {}", stream.name, envoy.log_tail_section(30));
             }
         };
         // The access log line marks the end of the stream in Envoy.
@@ -221,7 +221,7 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
             Ok(x) => x,
             Err(e) => {
                 let state = if envoy.has_exited() { "Envoy has exited" } else { "Envoy is running" };
-                bail!("connection {i} ({}): {e:#}; {state}. Last log lines:\n{}", spec.name, envoy.log_tail(30));
+                bail!("connection {i} ({}): {e:#}; {state}. {}", spec.name, envoy.log_tail_section(30));
             }
         };
         // As for streams: tcp_proxy's access-log line, then every network

@@ -111,10 +111,10 @@ impl EnvoyProcess {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "Envoy was not ready after {:.0} s (admin address: {:?}). Last log lines:\n{}",
+                    "Envoy was not ready after {:.0} s (admin address: {:?}). {}",
                     timeout.as_secs_f64(),
                     admin,
-                    self.log_tail(30)
+                    self.log_tail_section(30)
                 );
             }
             std::thread::sleep(step);
@@ -143,6 +143,17 @@ impl EnvoyProcess {
         let text = read_from(&self.log_path, 0);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The last `n` log lines under a heading, for error messages; says so
+    /// when Envoy wrote nothing (rather than ending in an empty heading).
+    pub fn log_tail_section(&self, n: usize) -> String {
+        let tail = self.log_tail(n);
+        if tail.trim().is_empty() {
+            format!("Envoy wrote no log lines ({}).", self.log_path.display())
+        } else {
+            format!("Last log lines:\n{tail}")
+        }
     }
 
     /// Stops Envoy the way a pod does: SIGTERM (Envoy shuts down at once and

@@ -222,8 +222,8 @@ pub fn start_failure(
     if culprits.is_empty() {
         // Not a plugin Envoy refused: Envoy itself could not start.
         return Err(environment(anyhow::anyhow!(
-            "Envoy exited ({status}) while starting: {message}\nLast log lines:\n{}",
-            envoy.log_tail(30)
+            "Envoy exited ({status}) while starting: {message}\n{}",
+            envoy.log_tail_section(30)
         )));
     }
     // The VM started when what failed was the configuration.

@@ -1,18 +1,27 @@
-//! The stats plugin's configuration: Istio's `stats.PluginConfig` as JSON,
-//! the way Istio writes it (proto field names, `MarshalProtoNames`) and the
-//! way proto JSON also allows (lowerCamelCase names, enums as names or
-//! numbers, integers as strings, durations as `"5s"`), plus one meshwasm
-//! field (`max_series_per_metric`).
+//! The stats plugin's configuration: Istio's `stats.PluginConfig` read with
+//! protobuf's JSON mapping, as Istio's stats filter got it (proto field
+//! names or lowerCamelCase, quoted bools and integers, enums by name or
+//! number, durations as `"5s"`, `null` as the default: the SDK's
+//! `config::protojson`), plus meshwasm fields (`max_series_per_metric`,
+//! `strict`).
 //!
-//! Parsing is strict: unknown fields, ill-typed values, unknown enum names
-//! and bad durations are errors naming the field (`meshwasm_sdk::config`).
-//! Semantic checks (CEL, names) happen when the core is built
-//! (`metrics::Stats::new`), with the same kind of error.
+//! What protobuf's parser refuses is refused here, naming the field:
+//! unknown fields, ill-typed values, unknown enum names, bad durations, a
+//! configuration or nested message that is not an object. Semantic checks
+//! (CEL, names) happen when the core is built (`metrics::Stats::new`):
+//! what Istio tolerated there is logged and counted, unless `strict`.
 
-use serde::de::{self, Deserializer, Visitor};
+use meshwasm_sdk::config::protojson::{self, ProtoEnum};
+use serde::de::Deserializer;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
+
+/// `google.protobuf.Duration` in milliseconds (`None` when absent).
+use meshwasm_sdk::config::protojson::duration_ms as proto_duration_ms;
+/// An unsigned proto integer whose absence means the caller's default
+/// (the name fields below use with `deserialize_with`).
+use meshwasm_sdk::config::protojson::opt_uint64 as proto_uint;
+pub use meshwasm_sdk::config::protojson::parse_duration_ms;
 
 /// Default cap on distinct label sets per metric (per VM); 0 = no cap.
 pub const DEFAULT_MAX_SERIES_PER_METRIC: u64 = 10_000;
@@ -22,28 +31,31 @@ pub const DEFAULT_MAX_SERIES_PER_METRIC: u64 = 10_000;
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
     /// Deprecated in Istio; accepted, ignored.
+    #[serde(deserialize_with = "protojson::bool")]
     pub debug: bool,
     /// Deprecated in Istio (peer metadata cache); accepted, ignored.
-    #[serde(alias = "maxPeerCacheSize", deserialize_with = "proto_int")]
+    #[serde(alias = "maxPeerCacheSize", deserialize_with = "protojson::int64")]
     pub max_peer_cache_size: i64,
     /// Metric name prefix; empty = `istio`.
-    #[serde(alias = "statPrefix")]
+    #[serde(alias = "statPrefix", deserialize_with = "protojson::string")]
     pub stat_prefix: String,
     /// Empty = `;.;`.
-    #[serde(alias = "fieldSeparator")]
+    #[serde(alias = "fieldSeparator", deserialize_with = "protojson::string")]
     pub field_separator: String,
     /// Empty = `=.=`.
-    #[serde(alias = "valueSeparator")]
+    #[serde(alias = "valueSeparator", deserialize_with = "protojson::string")]
     pub value_separator: String,
     /// Do not take `destination_service` from the host header.
-    #[serde(alias = "disableHostHeaderFallback")]
+    #[serde(alias = "disableHostHeaderFallback", deserialize_with = "protojson::bool")]
     pub disable_host_header_fallback: bool,
     /// TCP reporting period (milliseconds once parsed); Istio's default 5 s.
     #[serde(alias = "tcpReportingDuration", deserialize_with = "proto_duration_ms")]
     pub tcp_reporting_duration: Option<u64>,
     /// Metric overrides, applied in order.
+    #[serde(deserialize_with = "protojson::messages")]
     pub metrics: Vec<MetricConfig>,
     /// Custom metrics.
+    #[serde(deserialize_with = "protojson::messages")]
     pub definitions: Vec<MetricDefinition>,
     /// Istio <= 1.16's `metadata_mode`; accepted, ignored.
     #[serde(alias = "metadataMode")]
@@ -61,6 +73,22 @@ pub struct PluginConfig {
     /// values go to one series whose labels are all `overflow`. 0 = no cap.
     #[serde(alias = "maxSeriesPerMetric", deserialize_with = "proto_uint")]
     pub max_series_per_metric: Option<u64>,
+    /// meshwasm: refuse the configuration on any error Istio tolerated (a
+    /// dimension or definition whose expression does not compile, a bad
+    /// metric or label name), naming the field; by default such errors are
+    /// logged, counted and the offending part is left out, as in Istio.
+    #[serde(deserialize_with = "protojson::bool")]
+    pub strict: bool,
+    /// meshwasm: label values are cut to this many bytes (on a character
+    /// boundary), counted in `meshwasm_stats_truncated_values_total`;
+    /// default 512, 0 = no cut.
+    #[serde(alias = "maxLabelValueBytes", deserialize_with = "proto_uint")]
+    pub max_label_value_bytes: Option<u64>,
+    /// meshwasm: bytes all series of a VM may take (keys and stat names);
+    /// past it, new label sets go to the overflow series; default 32 MiB,
+    /// 0 = unbounded.
+    #[serde(alias = "maxSeriesBytes", deserialize_with = "proto_uint")]
+    pub max_series_bytes: Option<u64>,
 }
 
 /// Istio's `stats.MetricConfig`: an override of one metric (`name`) or of
@@ -69,16 +97,19 @@ pub struct PluginConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricConfig {
     /// Label name → CEL expression giving its value.
+    #[serde(deserialize_with = "protojson::string_map")]
     pub dimensions: BTreeMap<String, String>,
     /// `requests_total`, ..., or a custom definition's name; empty = all.
+    #[serde(deserialize_with = "protojson::string")]
     pub name: String,
     /// Labels to remove.
-    #[serde(alias = "tagsToRemove")]
+    #[serde(alias = "tagsToRemove", deserialize_with = "protojson::strings")]
     pub tags_to_remove: Vec<String>,
     /// "NOT IMPLEMENTED" in Istio; accepted, ignored.
-    #[serde(rename = "match")]
+    #[serde(rename = "match", deserialize_with = "protojson::string")]
     pub match_: String,
     /// Do not emit the metric(s).
+    #[serde(deserialize_with = "protojson::bool")]
     pub drop: bool,
 }
 
@@ -87,8 +118,10 @@ pub struct MetricConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricDefinition {
     /// Metric name without the prefix (`get_calls` → `istio_get_calls`).
+    #[serde(deserialize_with = "protojson::string")]
     pub name: String,
     /// CEL expression giving the value (a non-negative integer).
+    #[serde(deserialize_with = "protojson::string")]
     pub value: String,
     #[serde(rename = "type")]
     pub kind: MetricKind,
@@ -122,158 +155,46 @@ pub enum MetadataMode {
     ClusterMetadata,
 }
 
-/// A proto enum in JSON: its name, or its number.
-fn proto_enum<'de, D, T: Copy>(d: D, what: &'static str, values: &'static [(&'static str, T)]) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct V<T: 'static> {
-        what: &'static str,
-        values: &'static [(&'static str, T)],
-    }
-    impl<'de, T: Copy> Visitor<'de> for V<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "a {} name ({}) or number", self.what, self.names())
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
-            self.values
-                .iter()
-                .find(|(n, _)| *n == s)
-                .map(|(_, v)| *v)
-                .ok_or_else(|| E::custom(format!("unknown {} `{s}`, expected one of {}", self.what, self.names())))
-        }
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
-            usize::try_from(n).ok().and_then(|i| self.values.get(i)).map(|(_, v)| *v).ok_or_else(|| {
-                E::custom(format!("unknown {} number {n}, expected 0..{}", self.what, self.values.len() - 1))
-            })
-        }
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
-            match u64::try_from(n) {
-                Ok(n) => self.visit_u64(n),
-                Err(_) => Err(E::custom(format!("unknown {} number {n}", self.what))),
-            }
-        }
-    }
-    impl<T> V<T> {
-        fn names(&self) -> String {
-            self.values.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-        }
-    }
-    d.deserialize_any(V { what, values })
+impl ProtoEnum for MetricKind {
+    const WHAT: &'static str = "metric type";
+    const VALUES: &'static [(&'static str, i32, Self)] = &[
+        ("COUNTER", 0, MetricKind::Counter),
+        ("GAUGE", 1, MetricKind::Gauge),
+        ("HISTOGRAM", 2, MetricKind::Histogram),
+    ];
+}
+
+impl ProtoEnum for ReporterConfig {
+    const WHAT: &'static str = "reporter";
+    const VALUES: &'static [(&'static str, i32, Self)] =
+        &[("UNSPECIFIED", 0, ReporterConfig::Unspecified), ("SERVER_GATEWAY", 1, ReporterConfig::ServerGateway)];
+}
+
+impl ProtoEnum for MetadataMode {
+    const WHAT: &'static str = "metadata mode";
+    const VALUES: &'static [(&'static str, i32, Self)] = &[
+        ("LOCAL_NODE_METADATA_MODE", 0, MetadataMode::LocalNodeMetadata),
+        ("UPSTREAM_HOST_METADATA_MODE", 1, MetadataMode::UpstreamHostMetadata),
+        ("CLUSTER_METADATA_MODE", 2, MetadataMode::ClusterMetadata),
+    ];
 }
 
 impl<'de> Deserialize<'de> for MetricKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const V: &[(&str, MetricKind)] =
-            &[("COUNTER", MetricKind::Counter), ("GAUGE", MetricKind::Gauge), ("HISTOGRAM", MetricKind::Histogram)];
-        proto_enum(d, "metric type", V)
+        protojson::enumeration(d)
     }
 }
 
 impl<'de> Deserialize<'de> for ReporterConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const V: &[(&str, ReporterConfig)] =
-            &[("UNSPECIFIED", ReporterConfig::Unspecified), ("SERVER_GATEWAY", ReporterConfig::ServerGateway)];
-        proto_enum(d, "reporter", V)
+        protojson::enumeration(d)
     }
 }
 
 impl<'de> Deserialize<'de> for MetadataMode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const V: &[(&str, MetadataMode)] = &[
-            ("LOCAL_NODE_METADATA_MODE", MetadataMode::LocalNodeMetadata),
-            ("UPSTREAM_HOST_METADATA_MODE", MetadataMode::UpstreamHostMetadata),
-            ("CLUSTER_METADATA_MODE", MetadataMode::ClusterMetadata),
-        ];
-        proto_enum(d, "metadata mode", V)
+        protojson::enumeration(d)
     }
-}
-
-/// A proto JSON integer: a number, or a string holding one.
-fn proto_int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = i64;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an integer")
-        }
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<i64, E> {
-            Ok(n)
-        }
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<i64, E> {
-            i64::try_from(n).map_err(|_| E::custom(format!("integer {n} is too large")))
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<i64, E> {
-            s.parse().map_err(|_| E::custom(format!("invalid integer `{s}`")))
-        }
-    }
-    d.deserialize_any(V)
-}
-
-fn proto_uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let n = proto_int(d)?;
-    u64::try_from(n).map(Some).map_err(|_| de::Error::custom(format!("must not be negative, got {n}")))
-}
-
-/// A proto JSON `google.protobuf.Duration` (`"5s"`, `"0.250s"`), also the
-/// Go/absl forms Istio's old Wasm plugin accepted (`"100ms"`, `"1m30s"`), in
-/// milliseconds.
-fn proto_duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = u64;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration such as \"5s\", \"0.5s\" or \"100ms\"")
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<u64, E> {
-            parse_duration_ms(s).ok_or_else(|| {
-                E::custom(format!("invalid duration `{s}`, expected e.g. \"5s\", \"0.5s\" or \"100ms\""))
-            })
-        }
-    }
-    d.deserialize_str(V).map(Some)
-}
-
-/// `<number><unit>` repeated (units `h`, `m`, `s`, `ms`, `us`, `µs`, `ns`),
-/// non-negative; fractions allowed; a bare `0` as in Go and absl.
-/// Milliseconds: a positive duration under 1 ms counts as 1 ms (it must not
-/// turn into 0, which means "off" for the reporting interval), others are
-/// rounded down.
-pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    if s == "0" {
-        return Some(0);
-    }
-    let mut rest = s;
-    let mut total_ns: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3.6e12,
-            "m" => 6e10,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total_ns += number * scale;
-    }
-    let ms = total_ns / 1e6;
-    if !ms.is_finite() || ms > u64::MAX as f64 {
-        return None;
-    }
-    Some(if total_ns > 0.0 && ms < 1.0 { 1 } else { ms as u64 })
 }
 
 #[cfg(test)]
@@ -283,7 +204,6 @@ mod tests {
 
     #[test]
     fn istio_configs_parse() {
-        assert_eq!(parse::<PluginConfig>(br#"{"debug":"false"}"#).unwrap_err().path, "debug");
         let c: PluginConfig = parse(b"").unwrap();
         assert!(!c.debug && c.metrics.is_empty() && c.reporter == ReporterConfig::Unspecified);
         let c: PluginConfig = parse(
@@ -307,6 +227,38 @@ mod tests {
         assert_eq!(c.metrics[0].tags_to_remove, ["request_protocol"]);
         assert_eq!(c.definitions[1].kind, MetricKind::Gauge);
         assert_eq!(c.max_series_per_metric, None);
+    }
+
+    /// The forms Istio's own e2e tests configure, and the rest of protobuf's
+    /// JSON mapping (istio/proxy testdata/filters/*_stats_network_filter
+    /// and testdata/stats/*_disable_header_fallback.yaml).
+    #[test]
+    fn protobuf_json_forms_parse() {
+        let c: PluginConfig =
+            parse(br#"{ "debug": "false", "field_separator": ";.;", "tcp_reporting_duration": "1s" }"#).unwrap();
+        assert!(!c.debug);
+        assert_eq!(c.field_separator, ";.;");
+        assert_eq!(c.tcp_reporting_duration, Some(1000));
+        let c: PluginConfig = parse(br#"{"disable_host_header_fallback":"true"}"#).unwrap();
+        assert!(c.disable_host_header_fallback);
+        let c: PluginConfig = parse(
+            br#"{"debug":"TRUE","maxPeerCacheSize":"1e2","max_series_per_metric":5.0,"reporter":"1","metadataMode":"2",
+                "strict":"no","metrics":[{"drop":"1","name":null,"tagsToRemove":null,"dimensions":null}],
+                "definitions":[{"name":"x","value":"1","type":"2"}],"stat_prefix":null,"rotation_interval":null}"#,
+        )
+        .unwrap();
+        assert!(c.debug && !c.strict);
+        assert_eq!(c.max_peer_cache_size, 100);
+        assert_eq!(c.max_series_per_metric, Some(5));
+        assert_eq!(c.reporter, ReporterConfig::ServerGateway);
+        assert_eq!(c.metadata_mode, MetadataMode::ClusterMetadata);
+        assert!(c.metrics[0].drop && c.metrics[0].name.is_empty() && c.metrics[0].tags_to_remove.is_empty());
+        assert_eq!(c.definitions[0].kind, MetricKind::Histogram);
+        assert_eq!(c.rotation_interval, None);
+        let c: PluginConfig =
+            parse(br#"{"metrics":null,"definitions":null,"reporter":null,"max_series_per_metric":null}"#).unwrap();
+        assert!(c.metrics.is_empty() && c.definitions.is_empty() && c.reporter == ReporterConfig::Unspecified);
+        assert_eq!(c.max_series_per_metric, None, "null is the default");
     }
 
     #[test]
@@ -352,30 +304,26 @@ mod tests {
             (br#"{"reporter":"CLIENT"}"#, "reporter", "unknown reporter `CLIENT`"),
             (br#"{"tcp_reporting_duration":"5 seconds"}"#, "tcp_reporting_duration", "invalid duration"),
             (br#"{"tcp_reporting_duration":5}"#, "tcp_reporting_duration", "a duration"),
-            (br#"{"disable_host_header_fallback":"yes"}"#, "disable_host_header_fallback", "expected a boolean"),
-            (br#"{"max_series_per_metric":-1}"#, "max_series_per_metric", "must not be negative"),
+            (br#"{"disable_host_header_fallback":"maybe"}"#, "disable_host_header_fallback", "invalid boolean"),
+            (br#"{"disable_host_header_fallback":1}"#, "disable_host_header_fallback", "a boolean"),
+            (br#"{"max_series_per_metric":-1}"#, "max_series_per_metric", "out of range"),
+            (br#"{"max_series_per_metric":"1.5"}"#, "max_series_per_metric", "fractional part"),
+            (br#"{"max_peer_cache_size":" 5"}"#, "max_peer_cache_size", "invalid integer"),
+            (br#"{"tcp_reporting_duration":"-1s"}"#, "tcp_reporting_duration", "invalid duration"),
+            (br#"{"reporter":"server_gateway"}"#, "reporter", "unknown reporter"),
+            (br#"{"metrics":[["requests_total"]]}"#, "metrics[0]", "expected a JSON object"),
+            (br#"{"definitions":{"name":"x"}}"#, "definitions", "expected a sequence"),
+            (br#"{"metrics":[{"dimensions":{"a":"x","a":"y"}}]}"#, "metrics[0].dimensions", "duplicate key `a`"),
+            (br#"[false, 0, "evil"]"#, ".", "expected a JSON object"),
+            (br#"[]"#, ".", "expected a JSON object"),
+            (br#""stat_prefix""#, ".", "expected a JSON object"),
+            (br#"{"strict":"sometimes"}"#, "strict", "invalid boolean"),
             (br#"{"statPrefix":"a","stat_prefix":"b"}"#, ".", "duplicate field"),
         ];
         for (json, path, message) in cases {
             let e = parse::<PluginConfig>(json).unwrap_err();
             assert_eq!(e.path, *path, "{}: {e}", String::from_utf8_lossy(json));
             assert!(e.message.contains(message), "{}: {e}", String::from_utf8_lossy(json));
-        }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ms("5s"), Some(5000));
-        assert_eq!(parse_duration_ms("1.5s"), Some(1500));
-        assert_eq!(parse_duration_ms("1m30s"), Some(90_000));
-        assert_eq!(parse_duration_ms("250ms"), Some(250));
-        assert_eq!(parse_duration_ms("2h"), Some(7_200_000));
-        assert_eq!(parse_duration_ms("1000000ns"), Some(1));
-        assert_eq!(parse_duration_ms("0"), Some(0));
-        assert_eq!(parse_duration_ms("0s"), Some(0));
-        assert_eq!(parse_duration_ms("500us"), Some(1), "positive stays positive");
-        for bad in ["", "s", "5", "-5s", "5 s", "5d", "1e3s", "..s"] {
-            assert_eq!(parse_duration_ms(bad), None, "{bad}");
         }
     }
 }

@@ -180,6 +180,7 @@ mod tests {
     use super::*;
     use crate::config::MetricKind;
     use crate::facts::ClusterService;
+    use crate::metrics::{OVERFLOW_COUNTER, TRUNCATED_COUNTER};
     use crate::testing::*;
     use meshwasm_sdk::istio::WorkloadInfo;
 
@@ -296,5 +297,96 @@ mod tests {
         let labels = labels_of(sink.one("istio_requests_total"));
         assert_eq!(labels.len(), 25);
         assert!(labels.contains(&("destination_service".into(), "evil_response_code_500".into())));
+    }
+
+    /// The issue's two forgeries: `Host: reviews;.` (a partial field
+    /// separator at the value's end) and a peer workload name with a
+    /// newline. Each value stays in its own label, and the stat name still
+    /// ends in the metric's name after exactly 25 fields.
+    #[test]
+    fn partial_separators_and_newlines_stay_in_their_label() {
+        let mut s = stats("{}", Reporter::Destination);
+        let mut sink = Sink::default();
+        let mut f = get_request();
+        f.host = Some("reviews;.".into());
+        f.downstream_peer = Some(WorkloadInfo { workload_name: "evil\nname;.".into(), ..Default::default() });
+        s.record_http(&f, &attrs("GET"), &mut sink);
+        let name = sink.one("istio_requests_total").to_string();
+        assert!(!name.contains('\n'), "{name:?}");
+        let labels = labels_of(&name);
+        assert_eq!(labels.len(), 25, "{name}");
+        let value = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(value("destination_service"), "reviews_.");
+        assert_eq!(value("destination_service_name"), "reviews_.");
+        assert_eq!(value("source_workload"), "evil_name_.");
+        assert_eq!(sink.counter(TRUNCATED_COUNTER), None, "nothing was cut");
+    }
+
+    /// A 50 KB host is cut to `max_label_value_bytes` in both labels it
+    /// feeds, and every cut value is counted.
+    #[test]
+    fn long_values_are_cut_and_counted() {
+        let mut s = stats(r#"{"max_label_value_bytes": "16"}"#, Reporter::Destination);
+        let mut sink = Sink::default();
+        let mut f = get_request();
+        f.host = Some(format!("h1-{}", "x".repeat(50_000)));
+        s.record_http(&f, &attrs("GET"), &mut sink);
+        let labels = labels_of(sink.one("istio_requests_total"));
+        let value = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(value("destination_service"), "h1-xxxxxxxxxxxxx");
+        assert_eq!(value("destination_service_name"), "h1-xxxxxxxxxxxxx");
+        assert_eq!(sink.counter(TRUNCATED_COUNTER), Some(2));
+        // Hosts that differ only past the cut share the series.
+        f.host = Some(format!("h1-{}y", "x".repeat(50_000)));
+        s.record_http(&f, &attrs("GET"), &mut sink);
+        assert_eq!(sink.counter(sink.one("istio_requests_total")), Some(2));
+        assert_eq!(sink.counter(TRUNCATED_COUNTER), Some(4));
+        // The default cut keeps everyday values whole.
+        let d = stats("{}", Reporter::Destination);
+        assert_eq!(d.naming().max_value_bytes, meshwasm_sdk::istio::DEFAULT_MAX_LABEL_VALUE_BYTES);
+    }
+
+    /// Past `max_series_bytes`, new label sets go to the overflow series
+    /// (counted), known ones keep their series, and the bytes stay under
+    /// the bound however many distinct hosts arrive.
+    #[test]
+    fn series_bytes_are_bounded() {
+        let mut s = stats(r#"{"max_series_bytes": 20000}"#, Reporter::Destination);
+        let mut sink = Sink::default();
+        let mut f = get_request();
+        for i in 0..200 {
+            f.host = Some(format!("host-{i}-{}", "x".repeat(400)));
+            s.record_http(&f, &attrs("GET"), &mut sink);
+            assert!(s.series_bytes() <= 20_000, "{} after {i}", s.series_bytes());
+        }
+        let requests: Vec<String> =
+            sink.names.iter().map(|(_, n)| n).filter(|n| n.ends_with("istio_requests_total")).cloned().collect();
+        let overflow = requests.iter().find(|n| n.contains("destination_service=.=overflow")).unwrap();
+        let regular = requests.len() - 1;
+        assert!((1..10).contains(&regular), "{regular} regular series");
+        assert_eq!(sink.counter(overflow), Some(200 - regular as u64));
+        // Each of the four HTTP metrics counts its own overflowed values
+        // (the last series to fit may fit for one metric and not the next).
+        let overflowed: usize = ["requests_total", "request_duration_milliseconds", "request_bytes", "response_bytes"]
+            .iter()
+            .map(|m| {
+                let full = format!("istio_{m}");
+                let regular = sink.names.iter().filter(|(_, n)| n.ends_with(&full) && !n.contains("overflow")).count();
+                200 - regular
+            })
+            .sum();
+        assert!(overflowed >= 4 * (200 - regular) - 3);
+        assert_eq!(sink.counter(OVERFLOW_COUNTER), Some(overflowed as u64));
+        // A known label set still goes to its own series.
+        f.host = Some(format!("host-0-{}", "x".repeat(400)));
+        s.record_http(&f, &attrs("GET"), &mut sink);
+        assert_eq!(sink.counter(&requests[0]), Some(2));
+        // 0 = unbounded.
+        let mut u = stats(r#"{"maxSeriesBytes": "0"}"#, Reporter::Destination);
+        for i in 0..50 {
+            f.host = Some(format!("host-{i}-{}", "x".repeat(400)));
+            u.record_http(&f, &attrs("GET"), &mut sink);
+        }
+        assert!(u.series_bytes() > 20_000);
     }
 }

@@ -14,8 +14,8 @@ use crate::facts::Reporter;
 use meshwasm_sdk::attributes::{AttrValue, AttributeSource};
 use meshwasm_sdk::config::ConfigError;
 use meshwasm_sdk::istio::{
-    or_unknown, Label, LabelPlan, LabelSource, SeriesCache, StatNaming, WorkloadInfo, HTTP_LABELS, OVERFLOW,
-    PEER_LABELS, TCP_LABELS, UNKNOWN,
+    or_unknown, series_cost, Label, LabelPlan, LabelSource, SeriesBudget, SeriesCache, StatNaming, WorkloadInfo,
+    DEFAULT_MAX_LABEL_VALUE_BYTES, DEFAULT_MAX_SERIES_BYTES, HTTP_LABELS, OVERFLOW, PEER_LABELS, STANDARD_LABELS, TCP_LABELS, UNKNOWN,
 };
 use std::collections::HashMap;
 
@@ -86,8 +86,12 @@ struct Metric {
     series: SeriesCache,
 }
 
-/// The name of the counter of values diverted to overflow series.
+/// The name of the counter of values diverted to overflow series (past
+/// `max_series_per_metric` or `max_series_bytes`).
 pub const OVERFLOW_COUNTER: &str = "meshwasm_stats_overflow_total";
+
+/// The name of the counter of label values cut to `max_label_value_bytes`.
+pub const TRUNCATED_COUNTER: &str = "meshwasm_stats_truncated_values_total";
 
 /// The configured plugin: metrics, expressions, caches (one per VM).
 pub struct Stats<E> {
@@ -100,7 +104,10 @@ pub struct Stats<E> {
     /// Custom metric value expressions.
     values: Vec<E>,
     metrics: Vec<Metric>,
+    /// The bytes all series of this VM may take (`max_series_bytes`).
+    budget: SeriesBudget,
     overflow_counter: Option<u32>,
+    truncated_counter: Option<u32>,
     /// A peer nobody knows.
     pub(crate) empty: WorkloadInfo,
 }
@@ -112,20 +119,35 @@ fn is_label_name(s: &str) -> bool {
 }
 
 impl<E: Expression> Stats<E> {
-    /// Builds the plugin from its configuration. Errors name the field;
-    /// the warnings are for things Istio accepts and ignores.
+    /// Builds the plugin from its configuration. Errors name the field.
+    /// The warnings are for things Istio accepts and ignores; the tolerated
+    /// errors for things Istio accepted but could not use (an expression
+    /// that does not compile, a bad name): the part is left out as Istio
+    /// left it out, and the shell logs and counts them. With `strict`, the
+    /// first of those refuses the configuration instead.
     pub fn new(
         config: &PluginConfig,
         reporter: Reporter,
         local: WorkloadInfo,
-    ) -> Result<(Self, Vec<String>), ConfigError> {
-        let naming = StatNaming::new(&config.stat_prefix, &config.field_separator, &config.value_separator);
+    ) -> Result<(Self, Vec<String>, Vec<ConfigError>), ConfigError> {
+        let to_usize = |n: Option<u64>, default: usize| n.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let naming = StatNaming::new(&config.stat_prefix, &config.field_separator, &config.value_separator)
+            .with_max_value_bytes(to_usize(config.max_label_value_bytes, DEFAULT_MAX_LABEL_VALUE_BYTES));
+        let budget = SeriesBudget::new(to_usize(config.max_series_bytes, DEFAULT_MAX_SERIES_BYTES));
         if naming.field_separator == naming.value_separator {
             return Err(ConfigError::new("value_separator", "must differ from field_separator"));
         }
         let max_series = config.max_series_per_metric.unwrap_or(DEFAULT_MAX_SERIES_PER_METRIC);
         let max_series = usize::try_from(max_series).unwrap_or(usize::MAX);
         let mut warnings = Vec::new();
+        let mut tolerated: Vec<ConfigError> = Vec::new();
+        let mut tolerate = |e: ConfigError| {
+            if config.strict {
+                return Err(e);
+            }
+            tolerated.push(e);
+            Ok(())
+        };
         let mut metrics: Vec<Metric> = STANDARD_METRICS
             .iter()
             .map(|(name, kind, value, labels)| Metric {
@@ -139,27 +161,42 @@ impl<E: Expression> Stats<E> {
             })
             .collect();
 
+        // Istio's stats filter (istio_stats.cc, Config) skips a definition
+        // that redefines a standard metric or whose value does not parse,
+        // logs it and keeps the rest; a later definition of the same name
+        // is ignored (try_emplace). Names that would not make a metric name
+        // are skipped the same way here.
         let mut values = Vec::new();
         for (i, d) in config.definitions.iter().enumerate() {
             let at = |field: &str| format!("definitions[{i}].{field}");
+            let skipped = "; the definition is ignored";
             if d.name.is_empty() {
-                return Err(ConfigError::new(at("name"), "must not be empty"));
+                tolerate(ConfigError::new(at("name"), format!("must not be empty{skipped}")))?;
+                continue;
             }
             if !is_label_name(&d.name) {
-                return Err(ConfigError::new(
+                tolerate(ConfigError::new(
                     at("name"),
-                    format!("`{}` is not a valid metric name ([a-zA-Z_][a-zA-Z0-9_]*)", d.name),
-                ));
+                    format!("`{}` is not a valid metric name ([a-zA-Z_][a-zA-Z0-9_]*){skipped}", d.name),
+                ))?;
+                continue;
             }
             if let Some(m) = metrics.iter().find(|m| m.short_name == d.name) {
                 let what = if matches!(m.value, MetricValue::Standard(_)) { "the standard metric" } else { "metric" };
-                return Err(ConfigError::new(at("name"), format!("{what} `{}` is already defined", d.name)));
+                tolerate(ConfigError::new(at("name"), format!("{what} `{}` is already defined{skipped}", d.name)))?;
+                continue;
             }
             if d.value.trim().is_empty() {
-                return Err(ConfigError::new(at("value"), "must not be empty"));
+                tolerate(ConfigError::new(at("value"), format!("must not be empty{skipped}")))?;
+                continue;
             }
-            let expr = E::compile(&d.value)
-                .map_err(|e| ConfigError::new(at("value"), format!("invalid CEL expression: {e}")))?;
+            let expr = match E::compile(&d.value) {
+                Ok(expr) => expr,
+                Err(e) => {
+                    tolerate(ConfigError::new(at("value"), format!("invalid CEL expression: {e}{skipped}")))?;
+                    continue;
+                }
+            };
             values.push(expr);
             metrics.push(Metric {
                 short_name: d.name.clone(),
@@ -193,34 +230,57 @@ impl<E: Expression> Stats<E> {
                 }
                 continue;
             }
+            let mut remove: Vec<&str> = Vec::with_capacity(m.tags_to_remove.len());
             for (j, tag) in m.tags_to_remove.iter().enumerate() {
                 if tag.is_empty() {
-                    return Err(ConfigError::new(format!("metrics[{i}].tags_to_remove[{j}]"), "must not be empty"));
+                    // Istio logs a tag that is not standard and goes on.
+                    tolerate(ConfigError::new(
+                        format!("metrics[{i}].tags_to_remove[{j}]"),
+                        "must not be empty; ignored",
+                    ))?;
+                    continue;
                 }
+                remove.push(tag);
             }
             let mut dims = Vec::with_capacity(m.dimensions.len());
             for (label, source) in &m.dimensions {
                 let at = format!("metrics[{i}].dimensions.{label}");
                 if !is_label_name(label) {
-                    return Err(ConfigError::new(
+                    tolerate(ConfigError::new(
                         at,
-                        format!("`{label}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
-                    ));
+                        format!("`{label}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*); the dimension is ignored"),
+                    ))?;
+                    continue;
                 }
                 let id = match by_source.get(source) {
                     Some(id) => *id,
-                    None => {
-                        let expr = E::compile(source)
-                            .map_err(|e| ConfigError::new(at, format!("invalid CEL expression: {e}")))?;
-                        dimensions.push(expr);
-                        by_source.insert(source.clone(), dimensions.len() - 1);
-                        dimensions.len() - 1
-                    }
+                    None => match E::compile(source) {
+                        Ok(expr) => {
+                            dimensions.push(expr);
+                            by_source.insert(source.clone(), dimensions.len() - 1);
+                            dimensions.len() - 1
+                        }
+                        Err(e) => {
+                            // Istio (istio_stats.cc, and the Wasm plugin's
+                            // plugin.cc before it) keeps the configuration and
+                            // drops a standard label whose expression does
+                            // not parse, as if in tags_to_remove (e2e
+                            // TestStatsPayload/Customized: no destination_app
+                            // label); a new label is not added.
+                            let standard = STANDARD_LABELS.contains(&label.as_str());
+                            let outcome = if standard { "the label is removed" } else { "the label is not added" };
+                            tolerate(ConfigError::new(at, format!("invalid CEL expression: {e}; {outcome}")))?;
+                            if standard {
+                                remove.push(label);
+                            }
+                            continue;
+                        }
+                    },
                 };
                 dims.push((label.as_str(), id));
             }
             for t in targets {
-                metrics[t].plan.apply(m.tags_to_remove.iter().map(String::as_str), dims.iter().copied());
+                metrics[t].plan.apply(remove.iter().copied(), dims.iter().copied());
             }
         }
 
@@ -232,10 +292,12 @@ impl<E: Expression> Stats<E> {
             dimensions,
             values,
             metrics,
+            budget,
             overflow_counter: None,
+            truncated_counter: None,
             empty: WorkloadInfo::default(),
         };
-        Ok((stats, warnings))
+        Ok((stats, warnings, tolerated))
     }
 
     pub fn reporter(&self) -> Reporter {
@@ -280,6 +342,33 @@ impl<E: Expression> Stats<E> {
         self.values.iter().map(|e| e.evaluate(attrs).map(|v| metric_amount(&v)).unwrap_or(0)).collect()
     }
 
+    /// Label values as they go into stat names: sanitized and cut to
+    /// `max_label_value_bytes`, once per report; cut values are counted in
+    /// [`TRUNCATED_COUNTER`].
+    pub(crate) fn bound_label_values(&mut self, values: &mut [String], sink: &mut dyn MetricSink) {
+        let mut cut = 0u64;
+        for v in values.iter_mut() {
+            let (bounded, truncated) = self.naming.label_value(v);
+            if let std::borrow::Cow::Owned(b) = bounded {
+                *v = b;
+            }
+            cut += u64::from(truncated);
+        }
+        if cut > 0 {
+            if self.truncated_counter.is_none() {
+                self.truncated_counter = sink.define(MetricKind::Counter, TRUNCATED_COUNTER);
+            }
+            if let Some(id) = self.truncated_counter {
+                sink.increment(id, cut);
+            }
+        }
+    }
+
+    /// Bytes the series of this VM take so far (against `max_series_bytes`).
+    pub fn series_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
     /// Records every metric `amount` gives a value for, under its labels.
     /// A counter's series is defined even when the amount is 0, so it shows
     /// (as Istio's counters do) from its first report.
@@ -310,7 +399,14 @@ impl<E: Expression> Stats<E> {
             let naming = &self.naming;
             let key = naming.series_key(labels.iter().map(|(_, v)| *v));
             let (kind, full_name) = (m.kind, &m.full_name);
-            let resolved = m.series.resolve(&key, |overflow| {
+            // The stat name's length without building it: label names and
+            // separators, the key's values (the key less its separators),
+            // the metric's name.
+            let framing: usize =
+                labels.iter().map(|(n, _)| n.len() + naming.value_separator.len() + naming.field_separator.len()).sum();
+            let key_values = key.len() - naming.field_separator.len() * labels.len().saturating_sub(1);
+            let cost = series_cost(key.len(), framing + key_values + full_name.len());
+            let resolved = m.series.resolve(&key, cost, &mut self.budget, |overflow| {
                 let name = if overflow {
                     naming.stat_name(full_name, labels.iter().map(|(n, _)| (*n, OVERFLOW)))
                 } else {

@@ -41,8 +41,13 @@ impl<E: Expression> Stats<E> {
     /// Records Istio's HTTP metrics and the custom metrics for a finished
     /// request. `attrs` serves the dimension and value expressions.
     pub fn record_http(&mut self, facts: &RequestFacts, attrs: &dyn AttributeSource, sink: &mut dyn MetricSink) {
-        let standard: Vec<String> = self.standard_values(facts).into_iter().map(Cow::into_owned).collect();
-        let dims = self.dimension_values(attrs);
+        let mut standard: Vec<String> = self.standard_values(facts).into_iter().map(Cow::into_owned).collect();
+        let mut dims = self.dimension_values(attrs);
+        // Client-controlled values (the host header, peer metadata,
+        // dimensions) are made safe and bounded before any stat name or
+        // cache key is built from them.
+        self.bound_label_values(&mut standard, sink);
+        self.bound_label_values(&mut dims, sink);
         let values = self.custom_values(attrs);
         self.emit(&standard, &dims, sink, |value| match value {
             MetricValue::Standard(StandardValue::Requests) => Some(1),
@@ -82,11 +87,16 @@ impl<E: Expression> Stats<E> {
         if first && !peer_known && !end {
             return;
         }
-        let (standard, dims) = conn.labels.get_or_insert_with(|| {
+        if conn.labels.is_none() {
             let facts = gather();
-            let standard = self.standard_values(&facts).into_iter().map(Cow::into_owned).collect();
-            (standard, self.dimension_values(attrs))
-        });
+            let mut standard: Vec<String> = self.standard_values(&facts).into_iter().map(Cow::into_owned).collect();
+            let mut dims = self.dimension_values(attrs);
+            // Bounded once, when the labels are fixed (as for HTTP).
+            self.bound_label_values(&mut standard, sink);
+            self.bound_label_values(&mut dims, sink);
+            conn.labels = Some((standard, dims));
+        }
+        let Some((standard, dims)) = conn.labels.as_ref() else { return };
         let received = conn.received.saturating_sub(conn.reported_received);
         let sent = conn.sent.saturating_sub(conn.reported_sent);
         conn.reported_received = conn.received;

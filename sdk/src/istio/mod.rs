@@ -7,8 +7,12 @@
 //! * The standard labels in the order Istio's `/stats/prometheus` shows them
 //!   ([`Label`], [`STANDARD_LABELS`]), and per-metric label plans with Istio's
 //!   override rules ([`LabelPlan`]).
+//!   Label values are sanitized so that none can end its field or start
+//!   another, whatever the separators, and cut to a byte bound
+//!   ([`StatNaming::label_value`]).
 //! * A per-metric cache from label values to metric ids with a cap on
-//!   distinct label sets ([`SeriesCache`]).
+//!   distinct label sets ([`SeriesCache`]) and a bound on the bytes all of
+//!   a VM's series take ([`SeriesBudget`]).
 //! * Workload facts from node metadata or a peer's metadata ([`WorkloadInfo`]),
 //!   the peer-metadata header of Istio's metadata exchange
 //!   ([`decode_peer_metadata_header`]), principals and their namespaces.

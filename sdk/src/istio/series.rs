@@ -1,4 +1,5 @@
-//! Metric ids by label set, with a cap on distinct label sets.
+//! Metric ids by label set, with a cap on distinct label sets per metric
+//! and a bound on the bytes all of a VM's series may take.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,59 @@ pub enum SeriesLookup {
     Miss,
     /// A new label set past the cap: record into the overflow series.
     Full,
+}
+
+/// Default bound on the bytes of a VM's series (meshwasm; Istio had none):
+/// 32 MiB. An Istio series (25 labels of everyday values) costs about
+/// 1.5 KB ([`series_cost`]), so about 20,000 fit, more than the four
+/// HTTP metrics of a busy sidecar carry; a series of 512-byte hostile
+/// values costs about 27 KB, so about 1,200 fit.
+pub const DEFAULT_MAX_SERIES_BYTES: usize = 32 << 20;
+
+/// What a series costs besides its bytes (the map entry, the key's
+/// allocation, the id), so that many tiny series also meet the bound.
+pub const SERIES_ENTRY_OVERHEAD: usize = 64;
+
+/// The bytes a series is counted for: its cache key, its stat name (which
+/// the host keeps too) and [`SERIES_ENTRY_OVERHEAD`].
+pub fn series_cost(key_len: usize, stat_name_len: usize) -> usize {
+    key_len.saturating_add(stat_name_len).saturating_add(SERIES_ENTRY_OVERHEAD)
+}
+
+/// The bytes every [`SeriesCache`] of a VM may hold together: a series
+/// that would go past it is not defined, and its values go to the overflow
+/// series, as past the per-metric cap. Memory then stays flat whatever
+/// label values clients send.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeriesBudget {
+    /// 0 = unbounded.
+    max_bytes: usize,
+    used: usize,
+}
+
+impl SeriesBudget {
+    /// `max_bytes` 0 means unbounded.
+    pub fn new(max_bytes: usize) -> Self {
+        SeriesBudget { max_bytes, used: 0 }
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Bytes taken so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Whether `cost` more bytes fit.
+    pub fn fits(&self, cost: usize) -> bool {
+        self.max_bytes == 0 || self.used.saturating_add(cost) <= self.max_bytes
+    }
+
+    fn take(&mut self, cost: usize) {
+        self.used = self.used.saturating_add(cost);
+    }
 }
 
 /// Metric ids of one metric by label set (the [`StatNaming::series_key`](super::StatNaming::series_key) of
@@ -64,15 +118,29 @@ impl SeriesCache {
 
     /// The id of the series for `key`: cached, or defined with
     /// `define(stat_name_is_overflow)` and cached. `define(false)` defines
-    /// the regular series, `define(true)` the overflow one. Returns the id
-    /// and whether the value went to the overflow series; None when the
-    /// host refused to define the metric (nothing is cached then).
-    pub fn resolve(&mut self, key: &str, define: impl FnOnce(bool) -> Option<u32>) -> Option<(u32, bool)> {
-        match self.lookup(key) {
+    /// the regular series, `define(true)` the overflow one. A new series
+    /// costing `cost` bytes ([`series_cost`]) is taken from `budget`; when
+    /// it does not fit, or the cap is reached, the value goes to the
+    /// overflow series. Returns the id and whether the value went to the
+    /// overflow series; None when the host refused to define the metric
+    /// (nothing is cached or taken then).
+    pub fn resolve(
+        &mut self,
+        key: &str,
+        cost: usize,
+        budget: &mut SeriesBudget,
+        define: impl FnOnce(bool) -> Option<u32>,
+    ) -> Option<(u32, bool)> {
+        let found = match self.lookup(key) {
+            SeriesLookup::Miss if !budget.fits(cost) => SeriesLookup::Full,
+            found => found,
+        };
+        match found {
             SeriesLookup::Hit(id) => Some((id, false)),
             SeriesLookup::Miss => {
                 let id = define(false)?;
                 self.insert(key.to_string(), id);
+                budget.take(cost);
                 Some((id, false))
             }
             SeriesLookup::Full => {
@@ -94,6 +162,7 @@ mod tests {
     #[test]
     fn series_cache_defines_once_and_caps() {
         let mut c = SeriesCache::new(2);
+        let mut budget = SeriesBudget::new(0);
         let mut defined = Vec::new();
         let mut next = 10;
         let mut define = |overflow: bool| {
@@ -101,20 +170,47 @@ mod tests {
             next += 1;
             Some(next)
         };
-        assert_eq!(c.resolve("a", &mut define), Some((11, false)));
-        assert_eq!(c.resolve("a", &mut define), Some((11, false)));
-        assert_eq!(c.resolve("b", &mut define), Some((12, false)));
+        assert_eq!(c.resolve("a", 1, &mut budget, &mut define), Some((11, false)));
+        assert_eq!(c.resolve("a", 1, &mut budget, &mut define), Some((11, false)));
+        assert_eq!(c.resolve("b", 1, &mut budget, &mut define), Some((12, false)));
         assert_eq!(c.lookup("c"), SeriesLookup::Full);
-        assert_eq!(c.resolve("c", &mut define), Some((13, true)));
-        assert_eq!(c.resolve("d", &mut define), Some((13, true)));
-        assert_eq!(c.resolve("b", &mut define), Some((12, false)));
+        assert_eq!(c.resolve("c", 1, &mut budget, &mut define), Some((13, true)));
+        assert_eq!(c.resolve("d", 1, &mut budget, &mut define), Some((13, true)));
+        assert_eq!(c.resolve("b", 1, &mut budget, &mut define), Some((12, false)));
         assert_eq!(defined, [false, false, true]);
         assert_eq!(c.len(), 2);
+        assert_eq!(budget.used(), 2, "an unbounded budget still counts");
         let mut unlimited = SeriesCache::new(0);
         for i in 0..100 {
             unlimited.insert(i.to_string(), i);
         }
         assert_eq!(unlimited.lookup("new"), SeriesLookup::Miss);
-        assert_eq!(SeriesCache::new(1).resolve("x", |_| None), None);
+        assert_eq!(SeriesCache::new(1).resolve("x", 1, &mut budget, |_| None), None);
+        assert_eq!(budget.used(), 2, "nothing taken for a refused definition");
+    }
+
+    #[test]
+    fn the_byte_budget_is_shared_and_overflows() {
+        // Two metrics share a budget of 250 bytes; series cost 100.
+        let mut budget = SeriesBudget::new(250);
+        let (mut m1, mut m2) = (SeriesCache::new(0), SeriesCache::new(0));
+        let mut next = 0;
+        let mut define = |overflow: bool| {
+            next += 1;
+            Some(if overflow { 1000 + next } else { next })
+        };
+        assert_eq!(m1.resolve("a", 100, &mut budget, &mut define), Some((1, false)));
+        assert_eq!(m2.resolve("a", 100, &mut budget, &mut define), Some((2, false)));
+        assert!(budget.fits(50) && !budget.fits(51));
+        // Past the budget: the overflow series, for either metric.
+        assert_eq!(m1.resolve("b", 100, &mut budget, &mut define), Some((1003, true)));
+        assert_eq!(m2.resolve("b", 100, &mut budget, &mut define), Some((1004, true)));
+        assert_eq!(m1.resolve("c", 100, &mut budget, &mut define), Some((1003, true)));
+        // Known series still resolve; a small one still fits.
+        assert_eq!(m1.resolve("a", 100, &mut budget, &mut define), Some((1, false)));
+        assert_eq!(m1.resolve("d", 50, &mut budget, &mut define), Some((5, false)));
+        assert_eq!(budget.used(), 250);
+        assert_eq!((m1.len(), m2.len()), (2, 1));
+        assert_eq!(series_cost(10, 20), 10 + 20 + SERIES_ENTRY_OVERHEAD);
     }
 }

@@ -15,7 +15,8 @@ use meshwasm_sdk::attributes::{AttrValue, AttributeSource};
 use meshwasm_sdk::config::ConfigError;
 use meshwasm_sdk::istio::{
     or_unknown, series_cost, Label, LabelPlan, LabelSource, SeriesBudget, SeriesCache, StatNaming, WorkloadInfo,
-    DEFAULT_MAX_LABEL_VALUE_BYTES, DEFAULT_MAX_SERIES_BYTES, HTTP_LABELS, OVERFLOW, PEER_LABELS, STANDARD_LABELS, TCP_LABELS, UNKNOWN,
+    DEFAULT_MAX_LABEL_VALUE_BYTES, DEFAULT_MAX_SERIES_BYTES, HTTP_LABELS, OVERFLOW, PEER_LABELS, STANDARD_LABELS,
+    TCP_LABELS, UNKNOWN,
 };
 use std::collections::HashMap;
 
@@ -248,7 +249,9 @@ impl<E: Expression> Stats<E> {
                 if !is_label_name(label) {
                     tolerate(ConfigError::new(
                         at,
-                        format!("`{label}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*); the dimension is ignored"),
+                        format!(
+                            "`{label}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*); the dimension is ignored"
+                        ),
                     ))?;
                     continue;
                 }
@@ -561,32 +564,83 @@ mod tests {
         }
     }
 
+    /// What Istio accepted but could not use: tolerated (the error names the
+    /// field), or with `strict` the configuration is refused at that field.
     #[test]
     fn semantic_errors_name_the_field() {
         let cases = [
-            (r#"{"definitions":[{"name":"x","value":"a b"}]}"#, "definitions[0].value", "invalid CEL expression"),
-            (r#"{"definitions":[{"value":"1"}]}"#, "definitions[0].name", "must not be empty"),
-            (r#"{"definitions":[{"name":"x"}]}"#, "definitions[0].value", "must not be empty"),
-            (r#"{"definitions":[{"name":"requests_total","value":"1"}]}"#, "definitions[0].name", "standard metric"),
+            (r#""definitions":[{"name":"x","value":"a b"}]"#, "definitions[0].value", "invalid CEL expression"),
+            (r#""definitions":[{"value":"1"}]"#, "definitions[0].name", "must not be empty"),
+            (r#""definitions":[{"name":"x"}]"#, "definitions[0].value", "must not be empty"),
+            (r#""definitions":[{"name":"requests_total","value":"1"}]"#, "definitions[0].name", "standard metric"),
             (
-                r#"{"definitions":[{"name":"x","value":"1"},{"name":"x","value":"2"}]}"#,
+                r#""definitions":[{"name":"x","value":"1"},{"name":"x","value":"2"}]"#,
                 "definitions[1].name",
                 "already defined",
             ),
-            (r#"{"definitions":[{"name":"x-y","value":"1"}]}"#, "definitions[0].name", "not a valid metric name"),
-            (r#"{"metrics":[{"dimensions":{"a":"bad expr"}}]}"#, "metrics[0].dimensions.a", "invalid CEL expression"),
-            (r#"{"metrics":[{},{"dimensions":{"a;b":"'x'"}}]}"#, "metrics[1].dimensions.a;b", "not a valid label name"),
-            (r#"{"metrics":[{"tags_to_remove":[""]}]}"#, "metrics[0].tags_to_remove[0]", "must not be empty"),
-            (r#"{"field_separator":"==","value_separator":"=="}"#, "value_separator", "must differ"),
+            (r#""definitions":[{"name":"x-y","value":"1"}]"#, "definitions[0].name", "not a valid metric name"),
+            (r#""metrics":[{"dimensions":{"a":"bad expr"}}]"#, "metrics[0].dimensions.a", "invalid CEL expression"),
+            (r#""metrics":[{},{"dimensions":{"a;b":"'x'"}}]"#, "metrics[1].dimensions.a;b", "not a valid label name"),
+            (r#""metrics":[{"tags_to_remove":[""]}]"#, "metrics[0].tags_to_remove[0]", "must not be empty"),
         ];
-        for (json, path, message) in cases {
-            let e = config_error(json);
-            assert_eq!(e.path, path, "{json}: {e}");
-            assert!(e.message.contains(message), "{json}: {e}");
+        for (fields, path, message) in cases {
+            let c: PluginConfig = parse(format!("{{{fields}}}").as_bytes()).unwrap();
+            let (_, _, tolerated) = Stats::<Fake>::new(&c, Reporter::Destination, local()).unwrap();
+            assert_eq!(tolerated.len(), 1, "{fields}: {tolerated:?}");
+            assert_eq!(tolerated[0].path, path, "{fields}");
+            assert!(tolerated[0].message.contains(message), "{fields}: {}", tolerated[0]);
+            let e = config_error(&format!(r#"{{"strict":true,{fields}}}"#));
+            assert_eq!(e, tolerated[0], "strict refuses with the same error");
         }
+        // Refused whatever `strict` says: separators that cannot be told apart.
+        let e = config_error(r#"{"field_separator":"==","value_separator":"=="}"#);
+        assert_eq!((e.path.as_str(), e.message.contains("must differ")), ("value_separator", true), "{e}");
         let c: PluginConfig = parse(br#"{"metrics":[{"name":"nope","match":"x"}]}"#).unwrap();
-        let (_, warnings) = Stats::<Fake>::new(&c, Reporter::Destination, local()).unwrap();
+        let (_, warnings, tolerated) = Stats::<Fake>::new(&c, Reporter::Destination, local()).unwrap();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(tolerated.is_empty(), "warnings are not errors: {tolerated:?}");
+    }
+
+    /// Istio's e2e TestStatsPayload/Customized (istio/proxy
+    /// testdata/stats/client_config_customized.yaml.tmpl and the expected
+    /// testdata/metric/client_request_total_customized.yaml.tmpl): a
+    /// standard label whose expression does not parse is gone, one that
+    /// fails to evaluate is `unknown`, every other override is in force.
+    #[test]
+    fn unparsable_dimensions_are_left_out_as_in_istio() {
+        let json = r#"{
+          "definitions": [{"name": "custom", "value": "1", "type": "COUNTER"}, {"name": "broken", "value": "cannot parse"}],
+          "metrics": [
+            {"name": "request_duration_milliseconds", "drop": true},
+            {"tags_to_remove": ["response_flags"]},
+            {"name": "requests_total", "dimensions": {
+              "configurable_metric_a": "'gateway'", "destination_app": "cannot _ parse | 0",
+              "destination_workload": "attr:no.such", "brand_new": "cannot parse"}}
+          ]}"#;
+        let c: PluginConfig = parse(json.as_bytes()).unwrap();
+        let (mut s, _, tolerated) = Stats::<Fake>::new(&c, Reporter::Destination, local()).unwrap();
+        let paths: Vec<&str> = tolerated.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["definitions[1].value", "metrics[2].dimensions.brand_new", "metrics[2].dimensions.destination_app"]
+        );
+        assert!(tolerated[2].message.contains("the label is removed"), "{}", tolerated[2]);
+        assert!(tolerated[1].message.contains("the label is not added"), "{}", tolerated[1]);
+        let mut sink = Sink::default();
+        s.record_http(&get_request(), &attrs("GET"), &mut sink);
+        let labels = labels_of(sink.one("istio_requests_total"));
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("destination_app"), None, "removed");
+        assert_eq!(get("brand_new"), None, "not added");
+        assert_eq!(get("destination_workload"), Some("unknown"), "fails to evaluate");
+        assert_eq!(get("configurable_metric_a"), Some("gateway"));
+        assert_eq!(get("response_flags"), None, "tags_to_remove in force");
+        assert!(labels_of(sink.one("istio_request_bytes")).iter().any(|(n, _)| n == "destination_app"));
+        assert!(!sink.names.iter().any(|(_, n)| n.ends_with("istio_request_duration_milliseconds")), "dropped");
+        assert_eq!(sink.counter("istio_custom"), Some(1));
+        assert!(!sink.names.iter().any(|(_, n)| n.contains("broken")), "the broken definition is skipped");
+        let e = config_error(&json.replacen('{', r#"{"strict": "true","#, 1));
+        assert_eq!(e.path, "definitions[1].value");
     }
 
     #[test]

@@ -23,6 +23,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Configuration errors tolerated as Istio tolerated them (see
+/// `Stats::new`); with `strict` they refuse the configuration instead.
+const CONFIG_ERRORS: &str = "meshwasm_stats_config_errors_total";
+
 /// Istio's default `tcp_reporting_duration`.
 const DEFAULT_TCP_REPORTING_MS: u64 = 5_000;
 
@@ -190,10 +194,21 @@ impl RootContext for StatsRoot {
         let fixed = Reporter::fixed(config.reporter, &root_id);
         let direction = property_i64(&["xds", "listener_direction"]);
         let reporter = Reporter::choose(config.reporter, &root_id, direction);
+        // Defined at every configure, so it reads 0 when nothing was wrong.
+        let config_errors = host::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();
         match Stats::<Cel>::new(&config, reporter, local_workload()) {
-            Ok((stats, warnings)) => {
+            Ok((stats, warnings, tolerated)) => {
                 for w in warnings {
                     log::warn(&format!("stats: {w}"));
+                }
+                // What Istio accepted but could not use (left out, as Istio did).
+                for e in &tolerated {
+                    log::error(&format!("stats: {e}"));
+                }
+                if let (Some(id), Ok(n)) = (config_errors, i64::try_from(tolerated.len())) {
+                    if n > 0 {
+                        let _ = host::increment_metric(id, n);
+                    }
                 }
                 stats.record_version(&mut HostSink);
                 *self.stats.borrow_mut() = State {

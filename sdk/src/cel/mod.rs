@@ -23,11 +23,17 @@
 //! `["request", "headers", "x"]`. A path whose prefix is also referenced is
 //! covered by the prefix and not fetched again.
 //!
-//! Submodules: `paths` (the attribute paths an expression references),
+//! Every expression is bounded at compile time (source length, bracket
+//! nesting, parse depth, AST depth and size, comprehension nesting: the
+//! `limits` module, docs/cel.md "Limits"), so neither parsing nor
+//! evaluation can exhaust the VM's stacks.
+//!
+//! Submodules: `limits` (those bounds), `paths` (the attribute paths an expression references),
 //! `values` (attribute values to and from CEL, re-exported here),
 //! `functions` (our `matches`).
 
 mod functions;
+mod limits;
 mod paths;
 mod values;
 
@@ -45,11 +51,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
-/// Expressions longer than this are refused (they are configuration, not
-/// data).
-pub const MAX_SOURCE_LEN: usize = 16 * 1024;
-/// Bracket nesting deeper than this is refused before parsing.
-pub const MAX_NESTING: usize = 64;
+pub use limits::{
+    BRACKET_COST, MAX_AST_DEPTH, MAX_AST_NODES, MAX_COMPREHENSION_NESTING, MAX_NESTING, MAX_PARSE_DEPTH, MAX_SOURCE_LEN,
+};
 
 /// The environment every expression runs in: standard library, strings
 /// extension, our `matches`. Built once per process (VM).
@@ -112,19 +116,9 @@ impl Expression {
         if source.len() > MAX_SOURCE_LEN {
             return Err(format!("expression longer than {MAX_SOURCE_LEN} bytes"));
         }
-        let mut depth = 0usize;
-        for c in source.chars() {
-            match c {
-                '(' | '[' | '{' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(format!("expression nested deeper than {MAX_NESTING} brackets"));
-                    }
-                }
-                ')' | ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
+        // Before parsing: the parser recurses, so what it would recurse on is
+        // bounded first, by a scan that does not (docs/cel.md, "Limits").
+        limits::scan(source)?;
         let program = env().compile(source).map_err(|errors| {
             errors
                 .errors
@@ -134,6 +128,9 @@ impl Expression {
                 .join("; ")
         })?;
         let expr = program.expression();
+        // Evaluation recurses on the AST: bounded before anything else walks
+        // it (the walks below recurse too).
+        limits::check_ast(expr)?;
         regex::precompile(expr)?;
         let mut found = Vec::new();
         collect_paths(expr, &mut Vec::new(), &mut found);

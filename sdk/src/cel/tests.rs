@@ -323,3 +323,132 @@ fn environment_registers_cleanly() {
     env.add_extension(cel::extensions::strings).unwrap();
     env.add_extension(regex::extension).unwrap();
 }
+
+/// The pre-parse scan and the AST check refuse, with the limit named, what
+/// would exhaust the VM's stacks; nothing here parses deeply (native tests
+/// run on a 2 MiB thread).
+mod limits {
+    use super::*;
+
+    fn refused(src: &str) -> String {
+        Expression::compile(src).expect_err(src)
+    }
+
+    #[test]
+    fn chains_past_the_parse_depth_are_refused_before_parsing() {
+        let n = MAX_PARSE_DEPTH + 1;
+        for src in [
+            format!("1{}", " + 1".repeat(n)),
+            format!("x{}", " == x".repeat(n)),
+            format!("request{}", ".a".repeat(n)),
+            format!("request.headers{}", "['a']".repeat(n)),
+            format!("'a'{}", ".f()".repeat(n)),
+            format!("1{}", "*1".repeat(n)),
+            format!("1.a{}", ".a".repeat(n)),
+        ] {
+            let e = refused(&src);
+            assert!(e.contains(&format!("more than {MAX_PARSE_DEPTH} levels")), "{src:.40}: {e}");
+        }
+    }
+
+    #[test]
+    fn brackets_and_ternaries_count_as_descents() {
+        let deep = "(".repeat(MAX_NESTING + 1) + "1" + &")".repeat(MAX_NESTING + 1);
+        assert!(refused(&deep).contains(&format!("brackets nested more than {MAX_NESTING}")));
+        let at = "(".repeat(MAX_NESTING) + "1" + &")".repeat(MAX_NESTING);
+        assert_eq!(eval(&at, &BTreeMap::new()), Ok(AttrValue::Int(1)));
+        for open in ["[", "{'a': ", "size("] {
+            let src = open.repeat(MAX_NESTING + 1);
+            assert!(refused(&src).contains("brackets nested"), "{open}");
+        }
+        // Each ternary nests the rest of the expression one descent deeper.
+        let ternaries = MAX_PARSE_DEPTH / BRACKET_COST + 1;
+        let src = "true ? 1 : ".repeat(ternaries) + "0";
+        assert!(refused(&src).contains("levels"), "{ternaries} ternaries");
+        // A chain inside brackets adds to the brackets around it.
+        let src = "(".repeat(MAX_NESTING) + "1" + &" + 1".repeat(MAX_PARSE_DEPTH) + &")".repeat(MAX_NESTING);
+        assert!(refused(&src).contains("levels"));
+    }
+
+    #[test]
+    fn the_ast_is_bounded_after_parsing() {
+        // Parses within the scan's bound, but evaluation would recurse once
+        // per `+`.
+        let src = format!("1{}", " + 1".repeat(MAX_AST_DEPTH));
+        assert!(refused(&src).contains(&format!("more than {MAX_AST_DEPTH} levels deep")), "{src:.40}");
+        let at = format!("1{}", " + 1".repeat(MAX_AST_DEPTH - 2));
+        assert_eq!(eval(&at, &BTreeMap::new()), Ok(AttrValue::Int(MAX_AST_DEPTH as i64 - 1)));
+        // Macros expand: nodes are counted after expansion.
+        let many = vec!["x.all(y,y)"; 1400].join(",");
+        let e = refused(&format!("[{many}]"));
+        assert!(e.contains(&format!("more than {MAX_AST_NODES} nodes")), "{e}");
+        // Comprehensions inside comprehensions' loops multiply the work.
+        let nested = "[1].all(a, [2].all(b, [3].all(c, a + b + c > 0)))";
+        assert!(refused(nested).contains(&format!("nested more than {MAX_COMPREHENSION_NESTING} deep")));
+        assert_eq!(eval("[1].all(a, [2].all(b, a + b > 0))", &BTreeMap::new()), Ok(AttrValue::Bool(true)));
+        // Side by side, or in the range, is not nesting.
+        let side = "[1].all(a, a > 0) && [2].exists(b, b > 1) && [1, 2].map(x, x * 2).filter(y, y > 2).size() == 1";
+        assert_eq!(eval(side, &BTreeMap::new()), Ok(AttrValue::Bool(true)));
+        assert_eq!(eval("[[1].all(a, a > 0)].all(b, b)", &BTreeMap::new()), Ok(AttrValue::Bool(true)));
+    }
+
+    #[test]
+    fn flat_constructs_are_not_deep() {
+        let empty = BTreeMap::new();
+        // `||` and `&&` chains are balanced by the parser.
+        let or = vec!["x == 1"; 1000].join(" || ") + " || true";
+        assert_eq!(eval(&or, &attrs(&[("x", AttrValue::Int(0))])), Ok(AttrValue::Bool(true)));
+        let and = vec!["true"; 2000].join(" && ");
+        assert_eq!(eval(&and, &empty), Ok(AttrValue::Bool(true)));
+        // Unary runs are one node (and cancel in pairs).
+        assert_eq!(eval(&format!("{}true", "!".repeat(3001)), &empty), Ok(AttrValue::Bool(false)));
+        assert_eq!(eval(&format!("{}1", "-".repeat(3000)), &empty), Ok(AttrValue::Int(1)));
+        assert_eq!(eval(&format!("2 - {}1", "-".repeat(999)), &empty), Ok(AttrValue::Int(3)));
+        // Long lists and maps are wide, not deep.
+        let list = format!("[{}].size()", vec!["1"; 4000].join(","));
+        assert_eq!(eval(&list, &empty), Ok(AttrValue::Int(4000)));
+        // Numbers are not member selections.
+        let sum = format!("1.5{}", " + 1.5".repeat(MAX_AST_DEPTH - 2));
+        assert!(Expression::compile(&sum).is_ok());
+    }
+
+    #[test]
+    fn literals_and_comments_are_skipped() {
+        let empty = BTreeMap::new();
+        let parens = "(".repeat(200);
+        let dots = ".a".repeat(2000);
+        for (src, want) in [
+            (format!("'{parens}'.size()"), 200),
+            (format!("\"{parens}\".size()"), 200),
+            (format!("'''{parens}\n{parens}'''.size()"), 401),
+            (format!("\"\"\"x'{dots}\"\"\".size()"), 4002),
+            (format!("b'{parens}'.size()"), 200),
+            // A raw string's backslash escapes nothing: `r'\'` is one
+            // backslash, and the `(` run is in the next literal.
+            (format!("r'\\'.size() + '{parens}'.size()"), 201),
+            (format!("R\"\\\".size() + bR'{parens}'.size()"), 201),
+            (format!("'\\'{parens}'.size()"), 201),
+            (format!("// {parens}\n'x'.size() // {dots}"), 1),
+        ] {
+            assert_eq!(eval(&src, &empty), Ok(AttrValue::Int(want)), "{src:.60}");
+        }
+        // Unterminated literals and stray closers do not upset the scan; the
+        // parser refuses them.
+        for src in ["'((((", "'''((((", "r'\\", ")))", "]]]1", "`a", "`a$`"] {
+            assert!(Expression::compile(src).is_err(), "{src}");
+        }
+        // A literal the lexer would reject is refused by the scan: after a
+        // lexer error the rest would be parsed as code, unscanned.
+        for (src, why) in [
+            (format!("'\\q{parens}'"), "invalid escape"),
+            (format!("'\\x4{parens}'"), "invalid escape"),
+            (format!("'a\n{parens}'"), "unterminated"),
+            (format!("r'{parens}"), "unterminated"),
+            (format!("`a$`{parens}"), "escaped identifier"),
+        ] {
+            let e = refused(&src);
+            assert!(e.contains(why), "{src:.20}: {e}");
+        }
+        assert_eq!(eval("'\\x41\\101\\u0041\\U00000041\\n'.size()", &empty), Ok(AttrValue::Int(5)));
+    }
+}

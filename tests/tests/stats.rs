@@ -462,24 +462,25 @@ fn hostile_values_are_contained() {
 }
 
 /// Bad configurations are rejected at configure time (Envoy would refuse
-/// the listener) with a log line naming the field. (Each case starts a VM;
+/// the listener) with a log line naming the field (errors Istio tolerated
+/// only with `strict`: tests/tests/config_compat.rs has them tolerated). (Each case starts a VM;
 /// the parser's other cases are unit tests in plugins/stats.)
 #[test]
 fn bad_configs_are_rejected_naming_the_field() {
     let cases = [
         (
-            json!({"metrics": [{"name": "requests_total", "dimensions": {"x": "request.method ==="}}]}),
+            json!({"strict": true, "metrics": [{"name": "requests_total", "dimensions": {"x": "request.method ==="}}]}),
             "metrics[0].dimensions.x",
         ),
         (json!({"definitions": [{"name": "get_calls", "type": "SUMMARY", "value": "1"}]}), "definitions[0].type"),
         (
-            json!({"definitions": [{"name": "get_calls", "value": "request.method.startsWith("}]}),
+            json!({"strict": true, "definitions": [{"name": "get_calls", "value": "request.method.startsWith("}]}),
             "definitions[0].value",
         ),
         (json!({"metrics": [{"tags_to_remove": "request_protocol"}]}), "metrics[0].tags_to_remove"),
         (json!({"tcp_reporting_duration": "soon"}), "tcp_reporting_duration"),
         (json!({"metrix": []}), "metrix"),
-        (json!({"definitions": [{"name": "requests_total", "value": "1"}]}), "definitions[0].name"),
+        (json!({"strict": true, "definitions": [{"name": "requests_total", "value": "1"}]}), "definitions[0].name"),
     ];
     for (config, path) in cases {
         let r = run(json!({

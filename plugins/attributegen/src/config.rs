@@ -1,11 +1,24 @@
 //! attributegen's configuration: Istio's `istio.attributegen.PluginConfig`
-//! as protobuf JSON, parsed strictly and compiled into the [`AttributeGen`]
-//! rules; every error names its field (`attributes[0].match[1].condition`).
+//! read with protobuf's JSON mapping as Istio read it (`JsonStringToMessage`:
+//! `output_attribute` or `outputAttribute`, quoted bools, the phase by name
+//! or number, `null` as the default; the SDK's `config::protojson`), and
+//! compiled into the [`AttributeGen`] rules; every error names its field
+//! (`attributes[0].match[1].condition`).
+//!
+//! What protobuf's parser refuses is refused. What Istio's plugin accepted
+//! but could not use is tolerated as it was (istio/proxy
+//! `extensions/attributegen/plugin.cc`, `onConfigure`): a condition that
+//! does not compile leaves the plugin with no attribute to generate (Istio
+//! cleared every generator, counted a config error and went on); an
+//! attribute without `output_attribute` is skipped. Each is listed in
+//! [`AttributeGen::tolerated`] for the shell to log and count; with
+//! `strict` the first one refuses the configuration.
 
 use crate::rules::{AttributeGen, Generator, Match};
 use meshwasm_sdk::cel::Expression;
+use meshwasm_sdk::config::protojson::{self, ProtoEnum};
 use meshwasm_sdk::config::{self, ConfigError};
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::Deserialize;
 
 /// When an attribute is generated (Istio's `Phase`, hidden from its docs).
@@ -20,37 +33,19 @@ pub enum Phase {
     OnRequest,
 }
 
-impl<'de> Deserialize<'de> for Phase {
-    /// Protobuf JSON enum forms: the name or the number; null is the default.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Name(String),
-            Number(i64),
-        }
-        let expected = "AFTER_RESPONSE, PHASE_UNSPECIFIED, ON_REQUEST, 0 or 1";
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(Phase::AfterResponse),
-            Some(Raw::Name(n)) => match n.as_str() {
-                "AFTER_RESPONSE" | "PHASE_UNSPECIFIED" => Ok(Phase::AfterResponse),
-                "ON_REQUEST" => Ok(Phase::OnRequest),
-                other => Err(de::Error::invalid_value(de::Unexpected::Str(other), &expected)),
-            },
-            Some(Raw::Number(0)) => Ok(Phase::AfterResponse),
-            Some(Raw::Number(1)) => Ok(Phase::OnRequest),
-            Some(Raw::Number(other)) => Err(de::Error::invalid_value(de::Unexpected::Signed(other), &expected)),
-        }
-    }
+impl ProtoEnum for Phase {
+    const WHAT: &'static str = "phase";
+    const VALUES: &'static [(&'static str, i32, Self)] = &[
+        ("PHASE_UNSPECIFIED", 0, Phase::AfterResponse),
+        ("AFTER_RESPONSE", 0, Phase::AfterResponse),
+        ("ON_REQUEST", 1, Phase::OnRequest),
+    ];
 }
 
-/// A field that protobuf JSON allows to be `null` (meaning its default).
-fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+impl<'de> Deserialize<'de> for Phase {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        protojson::enumeration(d)
+    }
 }
 
 /// Istio's `istio.attributegen.PluginConfig`, with protobuf JSON's field
@@ -59,10 +54,14 @@ where
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Logs each attribute set (debug level).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "protojson::bool")]
     pub debug: bool,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "protojson::messages")]
     pub attributes: Vec<AttributeGeneration>,
+    /// meshwasm: refuse the configuration on any error Istio tolerated,
+    /// naming the field (by default such errors are logged and counted).
+    #[serde(default, deserialize_with = "protojson::bool")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,49 +69,72 @@ pub struct PluginConfig {
 pub struct AttributeGeneration {
     #[serde(default)]
     pub phase: Phase,
-    #[serde(default, alias = "outputAttribute", deserialize_with = "nullable")]
+    #[serde(default, alias = "outputAttribute", deserialize_with = "protojson::string")]
     pub output_attribute: String,
-    #[serde(default, rename = "match", deserialize_with = "nullable")]
+    #[serde(default, rename = "match", deserialize_with = "protojson::messages")]
     pub matches: Vec<MatchConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "protojson::string")]
     pub condition: String,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "protojson::string")]
     pub value: String,
 }
 
 impl AttributeGen {
     /// Parses and validates a configuration; every error names its field
-    /// (`attributes[0].match[1].condition`).
+    /// (`attributes[0].match[1].condition`). Errors Istio tolerated are in
+    /// `tolerated` (or refuse the configuration with `strict`).
     pub fn from_config(bytes: &[u8]) -> Result<AttributeGen, ConfigError> {
         let cfg: PluginConfig = config::parse(bytes)?;
+        let mut tolerated = Vec::new();
+        let mut tolerate = |e: ConfigError| {
+            if cfg.strict {
+                return Err(e);
+            }
+            tolerated.push(e);
+            Ok(())
+        };
         let mut generators = Vec::with_capacity(cfg.attributes.len());
+        let mut uncompiled = false;
         for (i, a) in cfg.attributes.into_iter().enumerate() {
             if a.output_attribute.is_empty() {
-                return Err(ConfigError::new(
+                tolerate(ConfigError::new(
                     format!("attributes[{i}].output_attribute"),
-                    "missing: the name of the attribute to generate is required",
-                ));
+                    "missing: the name of the attribute to generate is required; the attribute is skipped",
+                ))?;
+                continue;
             }
             let mut matches = Vec::with_capacity(a.matches.len());
             for (j, m) in a.matches.into_iter().enumerate() {
                 let condition = if m.condition.trim().is_empty() {
                     None
                 } else {
-                    let e = Expression::compile(&m.condition).map_err(|e| {
-                        ConfigError::new(format!("attributes[{i}].match[{j}].condition"), format!("bad CEL: {e}"))
-                    })?;
-                    Some(e)
+                    match Expression::compile(&m.condition) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            tolerate(ConfigError::new(
+                                format!("attributes[{i}].match[{j}].condition"),
+                                format!("bad CEL: {e}; as in Istio, no attribute is generated"),
+                            ))?;
+                            uncompiled = true;
+                            continue;
+                        }
+                    }
                 };
                 matches.push(Match { condition, value: m.value });
             }
             generators.push(Generator { phase: a.phase, output_attribute: a.output_attribute, matches });
         }
-        Ok(AttributeGen { debug: cfg.debug, generators })
+        if uncompiled {
+            // Istio's plugin cleared every generator when one condition did
+            // not compile (cleanupAttributeGen after initAttributeGen failed).
+            generators.clear();
+        }
+        Ok(AttributeGen { debug: cfg.debug, generators, tolerated })
     }
 }
 
@@ -156,22 +178,6 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_field() {
-        let e =
-            err(r#"{"attributes":[{"output_attribute":"a","match":[{"value":"v","condition":"request.method =="}]}]}"#);
-        assert_eq!(e.path, "attributes[0].match[0].condition");
-        assert!(
-            e.to_string().starts_with("invalid configuration at `attributes[0].match[0].condition`: bad CEL: "),
-            "{e}"
-        );
-        let e = err(
-            r#"{"attributes":[{"output_attribute":"a","match":[{"value":"v"}]},{"output_attribute":"b","match":[{"value":"v"},{"value":"w","condition":"request.url_path.matches('(')"}]}]}"#,
-        );
-        assert_eq!(e.path, "attributes[1].match[1].condition");
-        assert!(e.message.contains("invalid regex"), "{e}");
-        let e = err(r#"{"attributes":[{"match":[{"value":"v"}]}]}"#);
-        assert_eq!(e.path, "attributes[0].output_attribute");
-        let e = err(r#"{"attributes":[{"output_attribute":"","match":[]}]}"#);
-        assert_eq!(e.path, "attributes[0].output_attribute");
         let e = err(r#"{"attributes":[{"output_attribute":"a","matches":[]}]}"#);
         assert!(e.message.contains("unknown field `matches`"), "{e}");
         let e = err(r#"{"attributes":[{"output_attribute":"a","match":[{"value":1}]}]}"#);
@@ -180,7 +186,10 @@ mod tests {
         assert_eq!(e.path, "attributes[0].output_attribute");
         let e = err(r#"{"attributes":{"output_attribute":"a"}}"#);
         assert_eq!(e.path, "attributes");
-        let e = err(r#"{"debug":"yes"}"#);
+        let e = err(r#"{"attributes":[["a"]]}"#);
+        assert_eq!(e.path, "attributes[0]");
+        assert!(e.message.contains("expected a JSON object"), "{e}");
+        let e = err(r#"{"debug":"maybe"}"#);
         assert_eq!(e.path, "debug");
         let e = err(r#"{"attributes":[{"output_attribute":"a","phase":"LATER"}]}"#);
         assert_eq!(e.path, "attributes[0].phase");
@@ -189,8 +198,51 @@ mod tests {
         assert_eq!(e.path, "attributes[0].phase");
         let e = err(r#"{"attributes":[{"output_attribute":"a","outputAttribute":"b"}]}"#);
         assert!(e.message.contains("duplicate"), "{e}");
+        for top in [r#"[false, [], "evil"]"#, "[]", r#""attributes""#, "1", "null"] {
+            assert_eq!(err(top).path, ".", "{top}");
+        }
         assert!(AttributeGen::from_config(b"[").is_err());
         assert!(AttributeGen::from_config(b"\xff\xfe").is_err());
+    }
+
+    /// Quoted bools and numbers, as protobuf's JSON mapping takes them.
+    #[test]
+    fn protobuf_json_forms() {
+        let ag = AttributeGen::from_config(
+            br#"{"debug":"true","strict":"false","attributes":[{"outputAttribute":"a","phase":"1","match":[{"value":"v","condition":null}]}]}"#,
+        )
+        .unwrap();
+        assert!(ag.debug);
+        assert_eq!(ag.generators[0].phase, Phase::OnRequest);
+        assert!(ag.generators[0].matches[0].condition.is_none(), "a null condition is empty: always true");
+    }
+
+    /// What Istio's plugin accepted but could not use: tolerated as it was
+    /// (listed for the shell to log and count), refused with `strict`.
+    #[test]
+    fn istio_tolerated_errors() {
+        let bad_condition = r#""attributes":[
+            {"output_attribute":"ok","match":[{"value":"v"}]},
+            {"output_attribute":"a","match":[{"value":"v","condition":"request.method =="}]}]"#;
+        let ag = AttributeGen::from_config(format!("{{{bad_condition}}}").as_bytes()).unwrap();
+        assert!(ag.generators.is_empty(), "as in Istio, one bad condition disables every attribute");
+        assert_eq!(ag.tolerated.len(), 1);
+        assert_eq!(ag.tolerated[0].path, "attributes[1].match[0].condition");
+        assert!(ag.tolerated[0].message.starts_with("bad CEL: "), "{}", ag.tolerated[0]);
+        let e = err(&format!(r#"{{"strict":true,{bad_condition}}}"#));
+        assert_eq!(e, ag.tolerated[0], "strict refuses with the same error");
+        let regex = r#"{"attributes":[{"output_attribute":"a","match":[{"value":"w","condition":"request.url_path.matches('(')"}]}]}"#;
+        let ag = AttributeGen::from_config(regex.as_bytes()).unwrap();
+        assert!(ag.tolerated[0].message.contains("invalid regex"), "{}", ag.tolerated[0]);
+
+        let no_name = r#""attributes":[{"match":[{"value":"v"}]},{"output_attribute":"","match":[]},{"output_attribute":"b","match":[{"value":"x"}]}]"#;
+        let ag = AttributeGen::from_config(format!("{{{no_name}}}").as_bytes()).unwrap();
+        let paths: Vec<&str> = ag.tolerated.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["attributes[0].output_attribute", "attributes[1].output_attribute"]);
+        let names: Vec<&str> = ag.generators.iter().map(|g| g.output_attribute.as_str()).collect();
+        assert_eq!(names, ["b"], "only the nameless attributes are skipped");
+        assert_eq!(err(&format!(r#"{{"strict":"true",{no_name}}}"#)).path, "attributes[0].output_attribute");
+        assert!(AttributeGen::from_config(br#"{"strict":true}"#).unwrap().tolerated.is_empty());
     }
 
     #[test]

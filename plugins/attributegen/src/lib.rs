@@ -14,10 +14,11 @@
 //! `"phase": "ON_REQUEST"`, in `on_request_headers`. docs/attributegen.md
 //! has the reference.
 //!
-//! A configuration error (bad JSON, an unknown or ill-typed field, a
-//! missing `output_attribute`, a condition that is not valid CEL) is logged
-//! with the field's path and rejects the plugin (`on_configure` returns
-//! false).
+//! A configuration error (bad JSON, not an object, an unknown or
+//! ill-typed field) is logged with the field's path and rejects the plugin
+//! (`on_configure` returns false). What Istio's plugin accepted but could
+//! not use (a missing `output_attribute`, a condition that is not valid
+//! CEL) is logged and counted as Istio did, or refused with `strict`.
 //!
 //! * [`config`]: the configuration, parsed and compiled into rules.
 //! * [`rules`]: the rules and their evaluation, free of host calls and

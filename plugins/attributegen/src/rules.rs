@@ -47,6 +47,9 @@ pub enum Outcome<'a> {
 pub struct AttributeGen {
     pub debug: bool,
     pub generators: Vec<Generator>,
+    /// Configuration errors Istio's plugin tolerated (see [`crate::config`]):
+    /// the shell logs and counts them.
+    pub tolerated: Vec<meshwasm_sdk::config::ConfigError>,
 }
 
 impl AttributeGen {

@@ -18,7 +18,9 @@
 //! The numbers are in docs/cel.md ("Limits"), with the measurements behind
 //! them.
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr};
+use cel::common::value::CowVal;
+use cel::ExecutionError;
 
 /// Sources longer than this are refused: they are configuration, not data.
 pub const MAX_SOURCE_LEN: usize = 16 * 1024;
@@ -379,4 +381,100 @@ pub fn check_ast(root: &IdedExpr) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Comprehension iterations one evaluation may run, all comprehensions and
+/// nesting levels together: cel-cpp's default `comprehension_max_iterations`
+/// (eval/public/cel_options.h), which Istio's stats filter runs with.
+pub const MAX_ITERATIONS: usize = 10_000;
+
+/// The function every comprehension's range is wrapped in (not callable
+/// from source: `@` cannot start an identifier).
+pub(super) const CHARGE: &str = "@meshwasm_iterations";
+
+thread_local! {
+    static ITERATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts an evaluation's iteration budget afresh.
+pub(super) fn reset_iterations() {
+    ITERATIONS.with(|c| c.set(0));
+}
+
+/// Wraps the range of every comprehension in [`CHARGE`], which charges its
+/// size to the evaluation's budget before the loop runs. Recursive: called
+/// only after [`check_ast`] bounded the depth.
+pub(super) fn instrument(e: &mut IdedExpr) {
+    match &mut e.expr {
+        Expr::Comprehension(c) => {
+            let range = std::mem::take(&mut c.iter_range);
+            let id = range.id;
+            c.iter_range = IdedExpr {
+                id,
+                expr: Expr::Call(CallExpr { target: None, func_name: CHARGE.to_string(), args: vec![range] }),
+            };
+            for part in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result] {
+                instrument(part);
+            }
+        }
+        Expr::Call(c) => {
+            if let Some(t) = c.target.as_deref_mut() {
+                instrument(t);
+            }
+            c.args.iter_mut().for_each(instrument);
+        }
+        Expr::Select(s) => instrument(&mut s.operand),
+        Expr::List(l) => l.elements.iter_mut().for_each(instrument),
+        Expr::Map(m) => {
+            for entry in &mut m.entries {
+                if let EntryExpr::MapEntry(me) = &mut entry.expr {
+                    instrument(&mut me.key);
+                    instrument(&mut me.value);
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &mut s.entries {
+                match &mut entry.expr {
+                    EntryExpr::StructField(fe) => instrument(&mut fe.value),
+                    EntryExpr::MapEntry(me) => {
+                        instrument(&mut me.key);
+                        instrument(&mut me.value);
+                    }
+                }
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+/// [`CHARGE`]: the range itself, once its size fits the budget; an error
+/// (which the caller reads as `unknown`/unset) once the evaluation has run
+/// [`MAX_ITERATIONS`].
+fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let range = args.pop().ok_or_else(|| ExecutionError::function_error(CHARGE, "no range"))?;
+    let mut size = 0usize;
+    if let Some(iterable) = range.as_iterable() {
+        let mut items = iterable.iter();
+        while items.next().is_some() {
+            size += 1;
+        }
+    }
+    let total = ITERATIONS.with(|c| {
+        let total = c.get().saturating_add(size);
+        c.set(total);
+        total
+    });
+    if total > MAX_ITERATIONS {
+        return Err(ExecutionError::function_error(
+            "comprehension",
+            format!("more than {MAX_ITERATIONS} comprehension iterations in one evaluation"),
+        ));
+    }
+    Ok(range)
+}
+
+/// Registers [`CHARGE`] for any range type.
+pub(super) fn extension(env: &mut cel::Env) -> Result<(), cel::DeclarationError> {
+    env.add_overload(CHARGE, CHARGE, vec![cel::common::types::DYN_TYPE], charge)
 }

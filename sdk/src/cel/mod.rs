@@ -43,7 +43,7 @@ use crate::attributes::{AttrValue, AttributeSource};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::types::{CelBool, CelString};
 use cel::objects::{Key, Map};
-use cel::{Context, Env, ExecutionError, Program, Value};
+use cel::{Context, Env, ExecutionError, Value};
 use functions as regex;
 use paths::{collect_paths, minimal};
 use std::cell::RefCell;
@@ -52,7 +52,8 @@ use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 pub use limits::{
-    BRACKET_COST, MAX_AST_DEPTH, MAX_AST_NODES, MAX_COMPREHENSION_NESTING, MAX_NESTING, MAX_PARSE_DEPTH, MAX_SOURCE_LEN,
+    BRACKET_COST, MAX_AST_DEPTH, MAX_AST_NODES, MAX_COMPREHENSION_NESTING, MAX_ITERATIONS, MAX_NESTING,
+    MAX_PARSE_DEPTH, MAX_SOURCE_LEN,
 };
 
 /// The environment every expression runs in: standard library, strings
@@ -68,6 +69,7 @@ fn build_env() -> Env {
     // a failed extension would only make its functions unknown.
     let _ = env.add_extension(cel::extensions::strings);
     let _ = env.add_extension(regex::extension);
+    let _ = env.add_extension(limits::extension);
     env
 }
 
@@ -93,7 +95,9 @@ const NOT_ATTRIBUTES: &[&str] = &[
 /// A compiled CEL expression.
 pub struct Expression {
     source: String,
-    program: Program,
+    /// The parsed expression, every comprehension's range charged to the
+    /// iteration budget (`limits::instrument`).
+    expr: IdedExpr,
     references: Vec<Vec<String>>,
     /// References grouped by their root identifier: (root, indexes into
     /// `references`); a root referenced alone has the single path `[root]`.
@@ -127,13 +131,14 @@ impl Expression {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
-        let expr = program.expression();
         // Evaluation recurses on the AST: bounded before anything else walks
         // it (the walks below recurse too).
-        limits::check_ast(expr)?;
-        regex::precompile(expr)?;
+        limits::check_ast(program.expression())?;
+        let mut expr = program.expression().clone();
+        limits::instrument(&mut expr);
+        regex::precompile(&expr)?;
         let mut found = Vec::new();
-        collect_paths(expr, &mut Vec::new(), &mut found);
+        collect_paths(&expr, &mut Vec::new(), &mut found);
         let references = minimal(found);
         let mut roots: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, path) in references.iter().enumerate() {
@@ -142,7 +147,7 @@ impl Expression {
                 None => roots.push((path[0].clone(), vec![i])),
             }
         }
-        Ok(Expression { source: source.to_string(), program, references, roots })
+        Ok(Expression { source: source.to_string(), expr, references, roots })
     }
 
     /// The text the expression was compiled from.
@@ -167,7 +172,8 @@ impl Expression {
                 ctx.add_variable_from_value(root.as_str(), value);
             }
         }
-        let result = self.program.execute(&ctx).map_err(|e| execution_error(&e))?;
+        limits::reset_iterations();
+        let result = Value::resolve(&self.expr, &ctx).map_err(|e| execution_error(&e))?;
         from_cel(result)
     }
 

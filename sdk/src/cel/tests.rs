@@ -452,3 +452,35 @@ mod limits {
         assert_eq!(eval("'\\x41\\101\\u0041\\U00000041\\n'.size()", &empty), Ok(AttrValue::Int(5)));
     }
 }
+
+/// Comprehensions share one budget of iterations per evaluation (cel-cpp's
+/// default, which Istio's stats filter runs with); past it the evaluation is
+/// an error, not a stall.
+#[test]
+fn comprehension_iterations_are_budgeted() {
+    let list = |n: usize| format!("[{}]", (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let empty = BTreeMap::new();
+    // 100 outer iterations, each running 99 inner ones: exactly the budget.
+    let at = Expression::compile(&format!("{}.all(x, {}.all(y, y >= 0))", list(100), list(99))).unwrap();
+    assert_eq!(at.evaluate(&empty), Ok(AttrValue::Bool(true)));
+    assert_eq!(at.evaluate(&empty), Ok(AttrValue::Bool(true)), "the budget is per evaluation");
+    let over = Expression::compile(&format!("{}.all(x, {}.all(y, y >= 0))", list(100), list(100))).unwrap();
+    let e = over.evaluate(&empty).unwrap_err();
+    assert!(e.contains(&format!("more than {MAX_ITERATIONS} comprehension iterations")), "{e}");
+    // Side by side comprehensions share it; map and filter count too.
+    let side = Expression::compile("xs.map(x, x).size() + xs.filter(x, x > 0).size()").unwrap();
+    let half = |n: usize| attrs(&[("xs", AttrValue::List(vec![AttrValue::Int(1); n]))]);
+    assert_eq!(side.evaluate(&half(5000)), Ok(AttrValue::Int(10_000)));
+    assert!(side.evaluate(&half(5001)).unwrap_err().contains("iterations"));
+    // Ranges from attributes are charged by their size at run time.
+    let e = Expression::compile("xs.exists(x, x == 1)").unwrap();
+    let small = attrs(&[("xs", AttrValue::List(vec![AttrValue::Int(1); 10]))]);
+    assert_eq!(e.evaluate(&small), Ok(AttrValue::Bool(true)));
+    let big = attrs(&[("xs", AttrValue::List(vec![AttrValue::Int(0); MAX_ITERATIONS + 1]))]);
+    assert!(e.evaluate(&big).unwrap_err().contains("iterations"));
+    let e = Expression::compile("m.all(k, k != '')").unwrap();
+    let map =
+        attrs(&[("m", AttrValue::Map((0..MAX_ITERATIONS + 1).map(|i| (i.to_string(), AttrValue::Null)).collect()))]);
+    assert!(e.evaluate(&map).unwrap_err().contains("iterations"));
+    assert_eq!(eval("size(xs) > 0", &big), Ok(AttrValue::Bool(true)), "only comprehensions are charged");
+}

@@ -2,7 +2,7 @@
 //! stream contexts (HTTP or network) that keep every default `Continue`.
 //! Its host calls go through `meshwasm_sdk::host`, which never panics.
 
-use crate::config::{context_type, INVALID};
+use crate::config::context_type;
 use meshwasm_sdk::host::{self, LogLevel};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
@@ -22,12 +22,12 @@ impl RootContext for NoopRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = host::plugin_configuration_or_log("noop") else { return false };
         match context_type(&config) {
-            Some(t) => {
+            Ok(t) => {
                 self.context = t;
                 true
             }
-            None => {
-                let _ = host::log(LogLevel::Error, INVALID);
+            Err(message) => {
+                let _ = host::log(LogLevel::Error, message);
                 false
             }
         }

@@ -30,12 +30,12 @@ pub const MAX_NESTING: usize = 32;
 /// The parse depth [`scan`] estimates (links of operator, member, index and
 /// call chains along the deepest path, plus [`BRACKET_COST`] per bracket or
 /// ternary above them) may not exceed this.
-pub const MAX_PARSE_DEPTH: usize = 400;
+pub const MAX_PARSE_DEPTH: usize = 320;
 /// What one bracket or ternary level costs the parser, in chain links: it
 /// descends through every precedence level of the grammar.
 pub const BRACKET_COST: usize = 8;
 /// The AST may not be deeper than this (evaluation recurses once per level).
-pub const MAX_AST_DEPTH: usize = 100;
+pub const MAX_AST_DEPTH: usize = 128;
 /// Nor have more nodes than this (macros expand, so this is not the source
 /// length).
 pub const MAX_AST_NODES: usize = 10_000;

@@ -45,7 +45,11 @@ fn probe() -> Value {
 fn assert_no_trap(r: &RunResult, what: &str) {
     for p in &r.plugins {
         let error = p.error.as_deref().unwrap_or("");
-        assert!(!error.contains("wasm trap") && !error.contains("Function: proxy_"), "{what}: {} trapped: {error}", p.name);
+        assert!(
+            !error.contains("wasm trap") && !error.contains("Function: proxy_"),
+            "{what}: {} trapped: {error}",
+            p.name
+        );
     }
     for s in &r.streams {
         assert!(s.plugin_failure.is_none(), "{what}: {:?}", s.plugin_failure);
@@ -129,7 +133,11 @@ pub fn at_the_limits() -> Vec<(&'static str, String, String)> {
             (in_brackets + 1).to_string(),
         ),
         ("comprehension", "[1, 2].all(x, [3, 4].exists(y, y > x))".into(), "true".into()),
-        ("iterations", format!("{}.all(x, {}.all(y, y >= 0))", list(100), list(MAX_ITERATIONS / 100 - 1)), "true".into()),
+        (
+            "iterations",
+            format!("{}.all(x, {}.all(y, y >= 0))", list(100), list(MAX_ITERATIONS / 100 - 1)),
+            "true".into(),
+        ),
         (
             "iterations_over",
             format!("{}.all(x, {}.all(y, y >= 0))", list(100), list(MAX_ITERATIONS / 100)),

@@ -484,3 +484,78 @@ fn comprehension_iterations_are_budgeted() {
     assert!(e.evaluate(&map).unwrap_err().contains("iterations"));
     assert_eq!(eval("size(xs) > 0", &big), Ok(AttrValue::Bool(true)), "only comprehensions are charged");
 }
+
+/// Random token soup, biased towards deep chains and brackets, never gets
+/// past the limits into a stack overflow (this test would crash the test
+/// binary: unoptimized native frames are larger than the release wasm ones
+/// the limits were measured on) and never panics.
+#[test]
+fn random_token_soup_is_refused_or_bounded() {
+    const TOKENS: &[&str] = &[
+        "a",
+        ".b",
+        "['k']",
+        "[0]",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        " + 1",
+        " == x",
+        " in m",
+        "?",
+        ":",
+        " || ",
+        " && ",
+        ", ",
+        "'s'",
+        "'''t'''",
+        "r'\\'",
+        "b'\\x41'",
+        "!",
+        "-",
+        "size(",
+        ".f(",
+        "x.all(y, ",
+        "1.5",
+        "//c\n",
+        "\"q\\\"\"",
+        "`e.f`",
+        "?.g",
+        "1.a",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let a = request("GET", "/x");
+    let (mut compiled, mut refused_deep) = (0, 0);
+    for round in 0..400 {
+        let len = 50 + next(4000);
+        // Runs of one token make chains and nesting; mixing makes the rest.
+        let mut src = String::new();
+        while src.len() < len {
+            let t = TOKENS[next(TOKENS.len())];
+            for _ in 0..1 + next(if round % 2 == 0 { 4 } else { 400 }) {
+                src.push_str(t);
+            }
+        }
+        match Expression::compile(&src) {
+            Ok(e) => {
+                compiled += 1;
+                let _ = e.evaluate(&a);
+            }
+            Err(e) if e.contains("too deep") || e.contains("too large") || e.contains("too costly") => {
+                refused_deep += 1
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(refused_deep > 50, "the soup reaches the limits ({refused_deep} refused as too deep)");
+    println!("soup: {compiled} compiled, {refused_deep} refused as too deep or large, of 400");
+}

@@ -370,8 +370,9 @@ pub fn check_ast(root: &IdedExpr) -> Result<(), String> {
                 ));
             }
             // The range and the initial accumulator run once; the loop
-            // condition, step and result run inside this comprehension.
-            stack.extend([(&c.iter_range, depth + 1, loops), (&c.accu_init, depth + 1, loops)]);
+            // condition and step run inside this comprehension. The range
+            // sits one level lower once `instrument` wraps it in [`CHARGE`].
+            stack.extend([(&c.iter_range, depth + 2, loops), (&c.accu_init, depth + 1, loops)]);
             stack.extend([(&c.loop_cond, depth + 1, inner), (&c.loop_step, depth + 1, inner)]);
             stack.push((&c.result, depth + 1, loops));
             continue;

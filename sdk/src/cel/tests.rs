@@ -390,6 +390,12 @@ mod limits {
         let side = "[1].all(a, a > 0) && [2].exists(b, b > 1) && [1, 2].map(x, x * 2).filter(y, y > 2).size() == 1";
         assert_eq!(eval(side, &BTreeMap::new()), Ok(AttrValue::Bool(true)));
         assert_eq!(eval("[[1].all(a, a > 0)].all(b, b)", &BTreeMap::new()), Ok(AttrValue::Bool(true)));
+        // A comprehension's range is charged through a call (one more level
+        // at evaluation), so a chain of them counts two levels each.
+        let maps = |k: usize| format!("[1]{}.size()", ".map(a, a)".repeat(k));
+        let fits = (MAX_AST_DEPTH - 3) / 2;
+        assert_eq!(eval(&maps(fits), &BTreeMap::new()), Ok(AttrValue::Int(1)));
+        assert!(refused(&maps(fits + 1)).contains("levels deep"));
     }
 
     #[test]

@@ -316,9 +316,9 @@ mod tests {
         let labels = labels_of(&name);
         assert_eq!(labels.len(), 25, "{name}");
         let value = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
-        assert_eq!(value("destination_service"), "reviews_.");
-        assert_eq!(value("destination_service_name"), "reviews_.");
-        assert_eq!(value("source_workload"), "evil_name_.");
+        assert_eq!(value("destination_service"), "reviews;");
+        assert_eq!(value("destination_service_name"), "reviews;");
+        assert_eq!(value("source_workload"), "evil_name;");
         assert_eq!(sink.counter(TRUNCATED_COUNTER), None, "nothing was cut");
     }
 

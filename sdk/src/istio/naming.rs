@@ -66,7 +66,8 @@ impl StatNaming {
     /// complete a separator.
     pub fn replacement(&self) -> char {
         let free = |c: &char| !self.field_separator.contains(*c) && !self.value_separator.contains(*c);
-        std::iter::once('_').chain((b'!'..=b'~').map(char::from)).find(free).unwrap_or('_')
+        // Never `.`: trailing dots are dropped (see `sanitize`).
+        std::iter::once('_').chain((b'!'..=b'~').map(char::from)).filter(|c| *c != '.').find(free).unwrap_or('_')
     }
 
     /// A label value made safe to put in a stat name, whatever its bytes.
@@ -78,6 +79,9 @@ impl StatNaming {
     /// * control characters (C0, DEL, C1) and U+2028/U+2029 become the
     ///   [`replacement`](Self::replacement): a regex's `.` stops at them;
     /// * every whole occurrence of either separator becomes the replacement;
+    /// * trailing dots are dropped: Envoy drops them from a tag's value
+    ///   (observed in Envoy 1.40: `x.` and `x..` show as `x`), so two values
+    ///   differing only there would be two series with the same labels;
     /// * a separator that would straddle the value's edges (`reviews;.` then
     ///   `;.;` reads as `reviews` then `;.;` then `.;`) loses the value's
     ///   character inside it to the replacement.
@@ -102,6 +106,14 @@ impl StatNaming {
                 out = Cow::Owned(out.replace(sep.as_str(), r_str));
             }
         }
+        if out.ends_with('.') {
+            out = match out {
+                Cow::Borrowed(b) => Cow::Borrowed(b.trim_end_matches('.')),
+                Cow::Owned(o) => Cow::Owned(o.trim_end_matches('.').to_string()),
+            };
+        }
+        // Replacing a character by the replacement (never `.`) leaves no
+        // trailing dot behind.
         while let Some(at) = self.edge_hazard(&out) {
             let mut s = out.into_owned();
             let end = at + s[at..].chars().next().map_or(1, char::len_utf8);
@@ -236,7 +248,7 @@ mod tests {
         assert_ne!(n.series_key(["a", "b"]), n.series_key(["a;.;b"]));
         // The cases: a partial field separator at the end (`Host:
         // reviews;.` read as `reviews` then `;.;`), a newline (`.` stops).
-        assert_eq!(n.sanitize("reviews;."), "reviews_.");
+        assert_eq!(n.sanitize("reviews;."), "reviews;");
         assert_eq!(n.sanitize("evil\nname"), "evil_name");
         assert_eq!(n.sanitize("a\r\0\u{7f}\u{85}\u{2028}b"), "a_____b");
         // A partial value separator at the start straddles `=.=`.
@@ -244,6 +256,14 @@ mod tests {
         // Runs: each replacement leaves no separator behind.
         assert_eq!(n.sanitize(";.;.;.;"), "_._");
         assert_eq!(n.sanitize("=.=.=.=;.;.;"), "_.__.;");
+        // Trailing dots go, as Envoy shows tag values; leading and inner
+        // ones stay.
+        assert_eq!(n.sanitize("reviews.default.svc.cluster.local."), "reviews.default.svc.cluster.local");
+        assert_eq!(n.sanitize("trail.."), "trail");
+        assert_eq!(n.sanitize(".."), "");
+        assert_eq!(n.sanitize(".lead"), ".lead");
+        assert_eq!(n.sanitize("mid..dle"), "mid..dle");
+        assert_eq!(n.sanitize("x;.;."), "x_");
         // Real values, and separators' characters not forming one, stay.
         for real in [
             "reviews.default.svc.cluster.local",
@@ -276,6 +296,7 @@ mod tests {
         let touches = |p: &usize, len: usize| *p < vs.len() + value.len() && p + len > vs.len();
         !value.is_empty()
             && !value.chars().any(breaks_regex_dot)
+            && !value.ends_with('.')
             && !vs_at.iter().any(|p| touches(p, vs.len()))
             && !fs_at.iter().any(|p| touches(p, fs.len()) && *p != vs.len() + value.len())
             || value.is_empty()
@@ -324,7 +345,8 @@ mod tests {
         // 'é' is two bytes at 7..9: the cut falls before it.
         assert_eq!(n.label_value("abcdefgé").0, "abcdefg");
         // A cut that leaves `;.` at the end is sanitized again.
-        assert_eq!(n.label_value("abcdef;.xyz").0, "abcdef_.");
+        assert_eq!(n.label_value("abcdef;.xyz").0, "abcdef;");
+        assert_eq!(n.label_value("abcdefg.xyz").0, "abcdefg", "nor a trailing dot");
         // Sanitizing first: a separator is replaced, not cut in half.
         assert_eq!(n.label_value("ab;.;cdefgh").0, "ab_cdefg");
         let unlimited = StatNaming::default().with_max_value_bytes(0);

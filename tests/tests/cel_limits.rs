@@ -133,6 +133,8 @@ pub fn at_the_limits() -> Vec<(&'static str, String, String)> {
             (in_brackets + 1).to_string(),
         ),
         ("comprehension", "[1, 2].all(x, [3, 4].exists(y, y > x))".into(), "true".into()),
+        // Each comprehension's range is charged through a call: two levels.
+        ("comprehensions", format!("[1]{}.size()", ".map(a, a)".repeat((d - 3) / 2)), "1".into()),
         (
             "iterations",
             format!("{}.all(x, {}.all(y, y >= 0))", list(100), list(MAX_ITERATIONS / 100 - 1)),

@@ -37,6 +37,7 @@ mod limits;
 mod paths;
 mod values;
 
+pub use functions::MAX_REGEX_SIZE;
 pub use values::{from_cel, stringify, to_cel};
 
 use crate::attributes::{AttrValue, AttributeSource};

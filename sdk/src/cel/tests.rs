@@ -234,6 +234,14 @@ fn matches_uses_cached_regexes() {
     assert!(regex::cached("^G.T$"));
     let bad = attrs(&[("p", s("(")), ("request.method", s("GET"))]);
     assert!(eval("request.method.matches(p)", &bad).unwrap_err().contains("invalid regex"));
+    // Matching costs the input's length times the regex's size: a big one is
+    // refused, at compile time when literal, at evaluation when not.
+    let e = Expression::compile("request.url_path.matches('[a-z]{1000}x')").unwrap_err();
+    assert!(e.contains(&MAX_REGEX_SIZE.to_string()), "{e}");
+    assert!(e.contains("size limit"), "{e}");
+    let big = attrs(&[("p", s("(?:a{50}){50}x")), ("request.method", s("GET"))]);
+    assert!(eval("request.method.matches(p)", &big).unwrap_err().contains("size limit"));
+    assert!(Expression::compile("request.url_path.matches('^/[a-z0-9-]{1,64}/items/[0-9]+$')").is_ok());
 }
 
 #[test]

@@ -400,7 +400,18 @@ impl<E: Expression> Stats<E> {
                 })
                 .collect();
             let naming = &self.naming;
-            let key = naming.series_key(labels.iter().map(|(_, v)| *v));
+            // The values are sanitized already (`bound_label_values`, or the
+            // clean `unknown`), so the key is their plain join: unambiguous,
+            // as no value contains the field separator. The stat name is
+            // still built through `stat_name`, which sanitizes.
+            let fs = naming.field_separator.as_str();
+            let mut key = String::with_capacity(labels.iter().map(|(_, v)| v.len() + fs.len()).sum());
+            for (i, (_, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    key.push_str(fs);
+                }
+                key.push_str(v);
+            }
             let (kind, full_name) = (m.kind, &m.full_name);
             // The stat name's length without building it: label names and
             // separators, the key's values (the key less its separators),

@@ -94,6 +94,9 @@ impl StatNaming {
     /// `spiffe://cluster.local/ns/default/sa/x`) are unchanged.
     /// Idempotent. Istio's Wasm stats plugin appended values as they were.
     pub fn sanitize<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        if self.is_clean(value) {
+            return Cow::Borrowed(value);
+        }
         let r = self.replacement();
         let mut out = Cow::Borrowed(value);
         if out.chars().any(breaks_regex_dot) {
@@ -121,6 +124,37 @@ impl StatNaming {
             out = Cow::Owned(s);
         }
         out
+    }
+
+    /// Whether [`sanitize`](Self::sanitize) would leave `value` as it is,
+    /// in one pass over its bytes (the common case, on every label of
+    /// every report): no control byte, no separator starting at any byte,
+    /// no trailing dot, and no separator straddling an edge.
+    fn is_clean(&self, value: &str) -> bool {
+        let (fs, vs) = (self.field_separator.as_bytes(), self.value_separator.as_bytes());
+        let b = value.as_bytes();
+        // The separators' ASCII bytes as a bit set (one test per byte);
+        // non-ASCII separator bytes are looked up in the separators.
+        let ascii: u128 = fs.iter().chain(vs).filter(|c| **c < 128).fold(0, |m, c| m | 1u128 << c);
+        let in_sep = |c: u8| if c < 128 { ascii & (1u128 << c) != 0 } else { fs.contains(&c) || vs.contains(&c) };
+        if b.last() == Some(&b'.') {
+            return false;
+        }
+        for (i, &c) in b.iter().enumerate() {
+            // C0 and DEL; 0xC2 and 0xE2 lead C1 controls and U+2028/U+2029
+            // (other non-ASCII text is kept, so leave those to the full rule).
+            if c < 0x20 || c == 0x7f || c == 0xc2 || c == 0xe2 {
+                return false;
+            }
+            if in_sep(c) && (b[i..].starts_with(fs) || b[i..].starts_with(vs)) {
+                return false;
+            }
+        }
+        // Only a value starting or ending with a separator's byte can have
+        // a separator straddle its edges.
+        let edge = fs.len().max(vs.len()).saturating_sub(1).min(b.len());
+        let edges = b[..edge].iter().chain(&b[b.len() - edge..]);
+        !edges.copied().any(in_sep) || self.edge_hazard(value).is_none()
     }
 
     /// A separator occurrence in `<vs>value<fs>` that shares a byte with the
@@ -305,12 +339,13 @@ mod tests {
     #[test]
     fn every_short_value_is_framed_safely_for_any_separators() {
         // Every string of up to 5 characters over the separators' own
-        // characters (plus a letter, a newline, `_` and a non-ASCII one),
+        // characters (plus a letter, a newline, `_`, a non-ASCII letter, NEL
+        // and U+2028),
         // for the default and some odd separator pairs.
         let pairs = [(";.;", "=.="), (";;", "=="), ("|", ":"), ("_;", "=_"), ("..", "."), ("ab", "ba"), ("aa", "a")];
         for (fs, vs) in pairs {
             let n = StatNaming::new("", fs, vs);
-            let mut alphabet: Vec<char> = format!("{fs}{vs}x\n_é").chars().collect();
+            let mut alphabet: Vec<char> = format!("{fs}{vs}x\n_é\u{85}\u{2028}").chars().collect();
             alphabet.sort();
             alphabet.dedup();
             let mut values = vec![String::new()];
@@ -321,6 +356,10 @@ mod tests {
                     let clean = n.sanitize(v);
                     assert!(framed_safely(&n, &clean), "{fs:?} {vs:?}: {v:?} -> {clean:?}");
                     assert_eq!(n.sanitize(&clean), clean, "idempotent: {v:?}");
+                    assert!(n.is_clean(&clean), "the fast path takes sanitized values: {clean:?}");
+                    if n.is_clean(v) {
+                        assert_eq!(clean, *v);
+                    }
                     assert!(clean.len() <= v.len(), "never longer: {v:?}");
                 }
                 values = longer;

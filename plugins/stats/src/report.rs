@@ -174,6 +174,24 @@ mod tests {
         assert!(!sink.names.iter().any(|(_, n)| n.contains("requests_total")), "no HTTP metrics for TCP");
     }
 
+    /// A TCP connection's labels are bounded once, when they are fixed:
+    /// later reports reuse them and count no more cuts.
+    #[test]
+    fn tcp_labels_are_bounded_once() {
+        let mut s = stats(
+            r#"{"max_label_value_bytes": 12, "metrics":[{"name":"tcp_sent_bytes_total","dimensions":{"d":"'a;.;b\ncdefghijkl'"}}]}"#,
+            Reporter::Destination,
+        );
+        let mut sink = Sink::default();
+        let mut conn = TcpConnection::default();
+        for end in [false, false, true] {
+            s.report_tcp(&mut conn, end, true, tcp_facts, &attrs(""), &mut sink);
+        }
+        let sent = sink.one("istio_tcp_sent_bytes_total").to_string();
+        assert!(sent.contains(";.;d=.=a_b_cdefghij;.;"), "{sent}");
+        assert_eq!(sink.counter(crate::metrics::TRUNCATED_COUNTER), Some(1));
+    }
+
     #[test]
     fn tcp_connection_without_peer_reports_at_close() {
         let mut s = stats("{}", Reporter::Source);

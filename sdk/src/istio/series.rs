@@ -18,9 +18,9 @@ pub enum SeriesLookup {
 
 /// Default bound on the bytes of a VM's series (meshwasm; Istio had none):
 /// 32 MiB. An Istio series (25 labels of everyday values) costs about
-/// 1.5 KB ([`series_cost`]), so about 20,000 fit, more than the four
-/// HTTP metrics of a busy sidecar carry; a series of 512-byte hostile
-/// values costs about 27 KB, so about 1,200 fit.
+/// 1.6 KB ([`series_cost`]), so about 20,000 fit (5,000 label sets of the
+/// four HTTP metrics); a series whose 25 values are all 512 bytes costs
+/// about 27 KB, so about 1,200 of those fit.
 pub const DEFAULT_MAX_SERIES_BYTES: usize = 32 << 20;
 
 /// What a series costs besides its bytes (the map entry, the key's

@@ -7,8 +7,9 @@
 //! * [`pairs`]: the proxy-wasm "pairs" encoding of header maps.
 //! * [`protobuf`]: `google.protobuf.Struct`/`Value`/`ListValue` and Envoy's
 //!   `config.core.v3.Node`, with JSON conversions.
-//! * [`istio`]: Istio's standard label list and the peer-metadata header of
-//!   its HTTP metadata exchange (base64 of a `Struct`).
+//! * [`istio`]: Istio's standard label list, the peer-metadata header of
+//!   its HTTP metadata exchange (base64 of a `Struct`), the Wasm-era key set
+//!   a proxy sends, and the frame of its TCP exchange.
 //!
 //! Every decoder takes arbitrary bytes and answers `None`/`Err` on malformed
 //! input; none panics. This crate has no proxy-wasm or wasmtime dependency: it

@@ -258,9 +258,9 @@ fn listener(s: &Scenario, l: &ListenerLayout, layout: &Layout) -> Value {
     listener
 }
 
-/// The stats tags: the scenario's, else Istio's defaults.
+/// The stats tags: the scenario's (else Istio's defaults), then `extra_stat_tags`.
 pub fn stats_tags(s: &Scenario) -> Vec<StatsTag> {
-    s.stats_tags.clone().unwrap_or_else(crate::prometheus::istio_default_stats_tags)
+    s.effective_stats_tags()
 }
 
 /// Builds the bootstrap.
@@ -383,6 +383,16 @@ mod tests {
         let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(hcm["forward_client_cert_details"], "APPEND_FORWARD");
         assert!(b["static_resources"]["listeners"][0]["filter_chains"][0].get("transport_socket").is_none());
+    }
+
+    #[test]
+    fn extra_stat_tags_follow_istios_list() {
+        let s = scenario(r#"{"plugins":[{"wasm":"a.wasm"}],"extra_stat_tags":["request_method"],"streams":[]}"#);
+        let b = bootstrap(&s, &layout(1));
+        let tags = b["stats_config"]["stats_tags"].as_array().unwrap();
+        assert_eq!(tags.len(), crate::prometheus::istio_default_stats_tags().len() + 1);
+        assert_eq!(tags.last().unwrap()["tag_name"], "request_method");
+        assert_eq!(tags.last().unwrap()["regex"], r"(request_method=\.=(.*?);\.;)");
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub struct Extracted {
 }
 
 pub fn extract(stat_name: &str, rules: &[(String, Regex)]) -> Extracted {
+    let (name, tags) = extract_raw(stat_name, rules);
+    Extracted { name: sanitize(&name), tags }
+}
+
+/// The name left once the tags are cut, before sanitizing, and the tags.
+fn extract_raw(stat_name: &str, rules: &[(String, Regex)]) -> (String, Vec<(String, String)>) {
     let mut name = stat_name.to_string();
     let mut tags = Vec::new();
     for (tag, re) in rules {
@@ -75,7 +81,37 @@ pub fn extract(stat_name: &str, rules: &[(String, Regex)]) -> Extracted {
         let (start, end) = (cut.start(), cut.end());
         name.replace_range(start..end, "");
     }
-    Extracted { name: sanitize(&name), tags }
+    (name, tags)
+}
+
+/// Labels Istio's stat naming put in a metric name (`<label>=.=<value>;.;`)
+/// that no tag rule extracted: in `/stats/prometheus` they stay in the
+/// metric's name (`custom___x___istio_requests_total`), one family per
+/// value. One warning per label name, naming a metric that carries it and
+/// the fix (`extra_stat_tags`).
+pub fn unextracted_label_warnings(stats: &[Stat], tags: &[StatsTag]) -> Vec<String> {
+    let rules = compile(tags);
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for s in stats {
+        let (rest, _) = extract_raw(&s.name, &rules);
+        for field in rest.split(";.;") {
+            if let Some((label, _)) = field.split_once("=.=") {
+                seen.entry(label.to_string()).or_insert_with(|| s.name.clone());
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|(label, metric)| {
+            format!(
+                "metric `{metric}`: label `{label}` has no stats tag, so it stays in the Prometheus name; \
+                 add it to `extra_stat_tags` (Istio's extraStatTags)"
+            )
+        })
+        .collect()
+}
+
+fn compile(tags: &[StatsTag]) -> Vec<(String, Regex)> {
+    tags.iter().filter_map(|t| Regex::new(&t.regex).ok().map(|r| (t.tag_name.clone(), r))).collect()
 }
 
 /// Envoy's Prometheus name rule: anything but `[a-zA-Z0-9_]` becomes `_`.
@@ -109,8 +145,7 @@ fn format_bound(b: f64) -> String {
 }
 
 pub fn render(stats: &[Stat], tags: &[StatsTag]) -> String {
-    let rules: Vec<(String, Regex)> =
-        tags.iter().filter_map(|t| Regex::new(&t.regex).ok().map(|r| (t.tag_name.clone(), r))).collect();
+    let rules = compile(tags);
     let mut out = String::new();
     for kind in [MetricType::Counter, MetricType::Gauge, MetricType::Histogram] {
         // Prometheus name -> (tags, stat) of each series in the family.
@@ -166,6 +201,26 @@ mod tests {
     fn unextracted_labels_stay_in_the_sanitized_name() {
         let e = extract("custom=.=x;.;reporter=.=source;.;istio_requests_total", &rules());
         assert_eq!(e.name, "custom___x___istio_requests_total");
+    }
+
+    #[test]
+    fn unextracted_labels_are_warned_once_per_label() {
+        let stat = |name: &str| Stat { name: name.into(), kind: MetricType::Counter, value: 1, samples: vec![] };
+        let stats = vec![
+            stat("custom=.=x;.;reporter=.=source;.;istio_requests_total"),
+            stat("custom=.=y;.;reporter=.=source;.;istio_requests_total"),
+            stat("reporter=.=source;.;istio_requests_total"),
+            stat("plain_counter"),
+        ];
+        let w = unextracted_label_warnings(&stats, &istio_default_stats_tags());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("label `custom`") && w[0].contains("extra_stat_tags"), "{w:?}");
+        // With the label's rule added, nothing to warn about, and the label
+        // is extracted.
+        let mut tags = istio_default_stats_tags();
+        tags.push(istio_tag("custom"));
+        assert!(unextracted_label_warnings(&stats, &tags).is_empty());
+        assert!(render(&stats, &tags).contains("istio_requests_total{reporter=\"source\",custom=\"x\"} 1\n"));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct RunResult {
     pub prometheus: String,
     /// Outcome of the scenario's `expect` list, in order.
     pub expectations: Vec<ExpectationResult>,
+    /// What the engine noticed about the scenario itself (e.g. a metric
+    /// label no stats tag extracts); not compared by `diff`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

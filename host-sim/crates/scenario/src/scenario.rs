@@ -40,6 +40,11 @@ pub struct Scenario {
     /// Prometheus output. Defaults to Istio's standard list.
     #[serde(default)]
     pub stats_tags: Option<Vec<StatsTag>>,
+    /// Istio's `extraStatTags`: label names whose tag regex
+    /// (`(<name>=\.=(.*?);\.;)`) is appended to the tag list above (or
+    /// Istio's standard list), so a custom dimension needs one name here.
+    #[serde(default)]
+    pub extra_stat_tags: Vec<String>,
     /// HTTP streams, replayed one after another.
     #[serde(default)]
     pub streams: Vec<StreamSpec>,
@@ -544,7 +549,27 @@ impl Scenario {
                 }
             }
         }
+        let base = self.stats_tags.clone().unwrap_or_else(crate::prometheus::istio_default_stats_tags);
+        for (i, name) in self.extra_stat_tags.iter().enumerate() {
+            let at = format!("invalid scenario at `extra_stat_tags[{i}]`");
+            if name.is_empty() {
+                return err(format!("{at}: empty tag name"));
+            }
+            // Envoy refuses a bootstrap with two tags of the same name.
+            if base.iter().any(|t| &t.tag_name == name) || self.extra_stat_tags[..i].contains(name) {
+                return err(format!("{at}: `{name}` is already in the tag list"));
+            }
+        }
         Ok(())
+    }
+
+    /// The tag extraction rules both engines apply: `stats_tags` (default
+    /// Istio's standard list), then a rule per `extra_stat_tags` name, as
+    /// Istio's bootstrap appends `extraStatTags` after its own.
+    pub fn effective_stats_tags(&self) -> Vec<StatsTag> {
+        let mut tags = self.stats_tags.clone().unwrap_or_else(crate::prometheus::istio_default_stats_tags);
+        tags.extend(self.extra_stat_tags.iter().map(|n| crate::prometheus::istio_tag(n)));
+        tags
     }
 }
 
@@ -601,6 +626,29 @@ mod tests {
             let text = format!(r#"{{"plugins":[{{"wasm":"a"}}],"connections":[{{"events":{bad}}}]}}"#);
             let e = Scenario::from_json(&text).unwrap_err();
             assert!(e.0.contains(&format!("connections[0].{at}")), "{bad}: {}", e.0);
+        }
+    }
+
+    #[test]
+    fn extra_stat_tags_append_istio_rules() {
+        let s = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"extra_stat_tags":["request_method"]}"#).unwrap();
+        let tags = s.effective_stats_tags();
+        assert_eq!(tags.len(), crate::prometheus::istio_default_stats_tags().len() + 1);
+        let last = tags.last().unwrap();
+        assert_eq!(last.tag_name, "request_method");
+        assert_eq!(last.regex, r"(request_method=\.=(.*?);\.;)");
+        // Appended to an explicit list too.
+        let s = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a"}],"stats_tags":[{"tag_name":"reporter","regex":"(reporter=\\.=(.*?);\\.;)"}],
+                "extra_stat_tags":["x"]}"#,
+        )
+        .unwrap();
+        let names: Vec<String> = s.effective_stats_tags().into_iter().map(|t| t.tag_name).collect();
+        assert_eq!(names, ["reporter", "x"]);
+        for (bad, why) in [(r#"[""]"#, "empty"), (r#"["reporter"]"#, "already"), (r#"["a","a"]"#, "already")] {
+            let text = format!(r#"{{"plugins":[{{"wasm":"a"}}],"extra_stat_tags":{bad}}}"#);
+            let e = Scenario::from_json(&text).unwrap_err();
+            assert!(e.0.contains("extra_stat_tags[") && e.0.contains(why), "{bad}: {}", e.0);
         }
     }
 

@@ -23,6 +23,7 @@
 
 mod labels;
 mod naming;
+pub mod peer;
 mod request;
 mod series;
 mod workload;

@@ -1,0 +1,184 @@
+//! The plugin shell: the root context reads the configuration and the
+//! node (once per configuration: the header value is computed here), the
+//! HTTP context hands the stream's headers and facts to the exchange.
+//! Every host call goes through `meshwasm_sdk::host`, which never panics: a
+//! failed read is a missing fact, a failed write is skipped.
+
+use crate::exchange::{Counter, Direction, Exchange, Facts, Headers, Received, Sink};
+use meshwasm_sdk::host::{self, LogLevel, MapType, MetricType};
+use meshwasm_sdk::istio::peer::LocalPeer;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+pub fn root(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root { shared: Rc::new(RefCell::new(None)) })
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = host::log(level, message);
+}
+
+struct State {
+    exchange: Exchange,
+    counters: HashMap<Counter, u32>,
+}
+
+type Shared = Rc<RefCell<Option<State>>>;
+
+struct Root {
+    shared: Shared,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = host::plugin_configuration_or_log("metadata_exchange") else { return false };
+        let settings = match crate::config::parse(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log(LogLevel::Error, &format!("metadata_exchange: {e}"));
+                return false;
+            }
+        };
+        // The node never changes: its payload is computed once here.
+        let local = property(&["xds", "node"]).and_then(|n| LocalPeer::from_node_proto(&n)).unwrap_or_default();
+        if local.id.is_empty() {
+            log(LogLevel::Warn, "metadata_exchange: no node id; the id header is not sent");
+        }
+        // Every counter exists from the start, so it reads 0 until it counts.
+        let counters = Counter::ALL
+            .iter()
+            .filter_map(|c| host::define_metric(MetricType::Counter, c.name()).ok().map(|id| (*c, id)))
+            .collect();
+        *self.shared.borrow_mut() = Some(State { exchange: Exchange::new(settings, local), counters });
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream { shared: self.shared.clone(), direction: None, received: Received::default() }))
+    }
+}
+
+struct Stream {
+    shared: Shared,
+    direction: Option<Direction>,
+    received: Received,
+}
+
+impl Stream {
+    fn direction(&mut self) -> Direction {
+        *self.direction.get_or_insert_with(|| Direction::from_property(property_i64(&["xds", "listener_direction"])))
+    }
+}
+
+struct HostHeaders(MapType);
+
+impl Headers for HostHeaders {
+    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+        host::get_header(self.0, name).ok().flatten()
+    }
+    fn remove(&mut self, name: &str) {
+        let _ = host::remove_header(self.0, name);
+    }
+    fn replace(&mut self, name: &str, value: &[u8]) {
+        let _ = host::replace_header(self.0, name, value);
+    }
+}
+
+struct HostSink<'a>(&'a HashMap<Counter, u32>);
+
+impl Sink for HostSink<'_> {
+    fn set_property(&mut self, key: &str, value: &[u8]) {
+        let _ = host::set_property(&[key], value);
+    }
+    fn count(&mut self, counter: Counter) {
+        if let Some(id) = self.0.get(&counter) {
+            let _ = host::increment_metric(*id, 1);
+        }
+    }
+}
+
+fn downstream_mtls() -> bool {
+    property(&["connection", "mtls"]).and_then(|b| meshwasm_sdk::property::decode_bool(&b)).unwrap_or(false)
+}
+
+/// Envoy 1.40 has no `upstream.mtls`: the upstream connection is mTLS when
+/// the upstream presented a certificate and we presented ours.
+fn upstream_mtls() -> bool {
+    let present = |path: &[&str]| property(path).is_some_and(|v| !v.is_empty());
+    (present(&["upstream", "uri_san_peer_certificate"]) || present(&["upstream", "subject_peer_certificate"]))
+        && (present(&["upstream", "uri_san_local_certificate"]) || present(&["upstream", "subject_local_certificate"]))
+}
+
+/// A cluster metadata flag under `istio`: a bool, or the string `true`.
+fn cluster_flag(key: &str) -> bool {
+    match property(&["xds", "cluster_metadata", "filter_metadata", "istio", key]) {
+        Some(v) => v == [1] || v.eq_ignore_ascii_case(b"true"),
+        None => false,
+    }
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let direction = self.direction();
+        let mut guard = self.shared.borrow_mut();
+        let Some(state) = guard.as_mut() else { return Action::Continue };
+        let mtls = downstream_mtls();
+        let skip_propagation = direction != Direction::Inbound && {
+            // Only read when we may propagate: one lookup in the common case.
+            let name = property(&["xds", "cluster_name"]).map(host::lossy).unwrap_or_default();
+            crate::exchange::skip_cluster(
+                &state.exchange.settings,
+                &name,
+                cluster_flag("disable_mx"),
+                state.exchange.settings.skip_external_clusters && cluster_flag("external"),
+            )
+        };
+        let State { exchange, counters } = state;
+        self.received = exchange.on_request(
+            direction,
+            Facts { mtls, skip_propagation },
+            &mut HostHeaders(MapType::RequestHeaders),
+            &mut HostSink(counters),
+        );
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let direction = self.direction();
+        let mut guard = self.shared.borrow_mut();
+        let Some(state) = guard.as_mut() else { return Action::Continue };
+        let strict = state.exchange.settings.trust == crate::config::Trust::MtlsOnly;
+        // The TLS facts are only read when they matter.
+        let upstream = Facts { mtls: strict && upstream_mtls(), skip_propagation: false };
+        let down = strict && downstream_mtls();
+        let State { exchange, counters } = state;
+        exchange.on_response(
+            direction,
+            self.received,
+            upstream,
+            down,
+            &mut HostHeaders(MapType::ResponseHeaders),
+            &mut HostSink(counters),
+        );
+        Action::Continue
+    }
+}
+
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    host::get_property(path).ok().flatten()
+}
+
+fn property_i64(path: &[&str]) -> Option<i64> {
+    meshwasm_sdk::property::decode_i64(&property(path)?)
+}

@@ -270,6 +270,14 @@ pub fn bootstrap(s: &Scenario, layout: &Layout) -> Value {
     if layout.listeners.iter().any(|l| l.tcp) {
         clusters.push(cluster(TCP_UPSTREAM_CLUSTER, layout.tcp_upstream_port));
     }
+    // The scenario's endpoint metadata on the upstream endpoints (HTTP and
+    // TCP), where Istio's control plane puts `istio.workload`.
+    if !s.upstream_endpoint_metadata.is_empty() {
+        for c in clusters.iter_mut() {
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"] =
+                json!({"filter_metadata": s.upstream_endpoint_metadata});
+        }
+    }
     clusters.extend(layout.clusters.iter().map(|(name, port)| cluster(name, *port)));
     json!({
         "node": {
@@ -393,6 +401,21 @@ mod tests {
         assert_eq!(tags.len(), crate::prometheus::istio_default_stats_tags().len() + 1);
         assert_eq!(tags.last().unwrap()["tag_name"], "request_method");
         assert_eq!(tags.last().unwrap()["regex"], r"(request_method=\.=(.*?);\.;)");
+    }
+
+    #[test]
+    fn upstream_endpoint_metadata_goes_on_the_upstream_endpoints() {
+        let s = scenario(
+            r#"{"plugins":[{"wasm":"a.wasm"}],"clusters":["callee"],"streams":[],
+                "upstream_endpoint_metadata":{"istio":{"workload":"w;ns;s;r;c"}}}"#,
+        );
+        let b = bootstrap(&s, &layout(1));
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        let endpoint = |i: usize| &clusters[i]["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+        assert_eq!(clusters[0]["name"], UPSTREAM_CLUSTER);
+        assert_eq!(endpoint(0)["metadata"]["filter_metadata"]["istio"]["workload"], "w;ns;s;r;c");
+        assert_eq!(clusters[1]["name"], "callee");
+        assert!(endpoint(1).get("metadata").is_none(), "http_call clusters keep none");
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub struct Scenario {
     /// Istio's standard list), so a custom dimension needs one name here.
     #[serde(default)]
     pub extra_stat_tags: Vec<String>,
+    /// The upstream endpoint's metadata, Envoy's
+    /// `LbEndpoint.metadata.filter_metadata` (namespace -> Struct), e.g.
+    /// `{"istio": {"workload": "ratings-v1;default;ratings;version-1;c1"}}`:
+    /// on the generated upstream endpoints in Envoy, and
+    /// `xds.upstream_host_metadata` in host-sim once the upstream is picked.
+    #[serde(default)]
+    pub upstream_endpoint_metadata: serde_json::Map<String, Value>,
     /// HTTP streams, replayed one after another.
     #[serde(default)]
     pub streams: Vec<StreamSpec>,

@@ -66,6 +66,9 @@ pub(crate) struct SimFacts {
     pub direction: Direction,
     pub clusters: Vec<String>,
     pub upstream_cluster: String,
+    /// The upstream endpoint's `filter_metadata` (scenario
+    /// `upstream_endpoint_metadata`).
+    pub upstream_host_metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where one plugin lives on one thread.
@@ -111,6 +114,7 @@ impl Proxy {
             direction: scenario.direction,
             clusters: scenario.clusters.clone(),
             upstream_cluster: UPSTREAM_CLUSTER.into(),
+            upstream_host_metadata: scenario.upstream_endpoint_metadata.clone(),
         });
         let state = Rc::new(RefCell::new(ProxyState::default()));
         let plugins: Vec<Rc<PluginInfo>> = scenario

@@ -19,6 +19,8 @@ pub struct ProxyFacts<'a> {
     pub plugin_root_id: &'a str,
     pub plugin_vm_id: &'a str,
     pub upstream_cluster: &'a str,
+    /// The upstream endpoint's `filter_metadata`.
+    pub upstream_host_metadata: &'a serde_json::Map<String, Json>,
 }
 
 /// A typed value before encoding.
@@ -143,6 +145,23 @@ fn resolve_top(
                 Some(_) => one(Prop::Str(facts.upstream_cluster.into())),
                 None => Err(Status::NotFound),
             },
+            // The picked upstream host's `envoy.config.core.v3.Metadata`
+            // (Envoy's CEL `xds.upstream_host_metadata`): the serialized
+            // message, or indexed as `filter_metadata.<namespace>.<key>`.
+            // Only once the upstream is picked, as in Envoy.
+            "upstream_host_metadata" => match stream {
+                Some((s, _)) if s.reached_upstream => {
+                    if rest.len() > 1 {
+                        let filter_metadata = Json::Object(facts.upstream_host_metadata.clone());
+                        let metadata =
+                            Json::Object(serde_json::Map::from_iter([("filter_metadata".into(), filter_metadata)]));
+                        one(Prop::Json(metadata))
+                    } else {
+                        one(Prop::Proto(encode_metadata(facts.upstream_host_metadata)))
+                    }
+                }
+                _ => Err(Status::NotFound),
+            },
             "listener_direction" if stream.is_some() => one(Prop::Int(match facts.direction {
                 Direction::Unspecified => 0,
                 Direction::Inbound => 1,
@@ -184,6 +203,40 @@ fn resolve_top(
             Ok(Resolved::Value(Prop::Bytes(e.value.clone()), 0))
         }
     }
+}
+
+/// `envoy.config.core.v3.Metadata`: `filter_metadata` (field 1), a map
+/// entry (key 1, `google.protobuf.Struct` value 2) per namespace, in key
+/// order as protobuf's deterministic serialization writes maps. Namespaces
+/// whose value is not an object are left out (the scenario gives Structs).
+fn encode_metadata(filter_metadata: &serde_json::Map<String, Json>) -> Vec<u8> {
+    use meshwasm_wire::protobuf::encode_json_struct;
+    let mut keys: Vec<&String> = filter_metadata.keys().collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        let Some(Json::Object(fields)) = filter_metadata.get(k) else { continue };
+        let value = encode_json_struct(fields);
+        let mut entry = Vec::new();
+        put_len_field(&mut entry, 1, k.as_bytes());
+        put_len_field(&mut entry, 2, &value);
+        put_len_field(&mut out, 1, &entry);
+    }
+    out
+}
+
+fn put_len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_varint(out, u64::from(field << 3 | 2));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 fn node_property(facts: &ProxyFacts, rest: &[&str]) -> HostResult<(Prop, usize)> {
@@ -380,6 +433,8 @@ mod tests {
     use super::*;
     use crate::stream::HeaderMap;
 
+    static EMPTY: std::sync::LazyLock<serde_json::Map<String, Json>> = std::sync::LazyLock::new(Default::default);
+
     fn facts(node: &NodeSpec) -> ProxyFacts<'_> {
         ProxyFacts {
             node,
@@ -389,6 +444,7 @@ mod tests {
             plugin_root_id: "root",
             plugin_vm_id: "",
             upstream_cluster: "upstream",
+            upstream_host_metadata: &EMPTY,
         }
     }
 
@@ -444,5 +500,34 @@ mod tests {
         assert_eq!(get_property(&f, None, &["xds", "node", "metadata", "N"]).unwrap(), 2f64.to_le_bytes());
         assert_eq!(get_property(&f, Some((&s, 0)), &["istio_operationId"]).unwrap(), b"ListCatalog");
         assert_eq!(get_property(&f, Some((&s, 0)), &["unknown_thing"]), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn upstream_host_metadata_once_the_upstream_is_picked() {
+        let node = NodeSpec::default();
+        let serde_json::Value::Object(meta) = serde_json::json!({"istio": {"workload": "w;ns;svc;rev;c1"}}) else {
+            panic!("an object")
+        };
+        let f = ProxyFacts { upstream_host_metadata: &meta, ..facts(&node) };
+        let mut s = stream();
+        let path = ["xds", "upstream_host_metadata", "filter_metadata", "istio", "workload"];
+        assert_eq!(get_property(&f, Some((&s, 0)), &path), Err(Status::NotFound), "no upstream yet");
+        s.reached_upstream = true;
+        assert_eq!(get_property(&f, Some((&s, 0)), &path).unwrap(), b"w;ns;svc;rev;c1");
+        assert_eq!(get_property(&f, Some((&s, 0)), &path[..4]).unwrap(), {
+            crate::pairs::encode(&[(b"workload".to_vec(), b"w;ns;svc;rev;c1".to_vec())])
+        });
+        // The whole message: filter_metadata {key: "istio", value: Struct}.
+        let whole = get_property(&f, Some((&s, 0)), &path[..2]).unwrap();
+        let inner = meshwasm_wire::protobuf::encode_json_struct(meta["istio"].as_object().unwrap());
+        let mut entry = vec![0x0a, 5];
+        entry.extend_from_slice(b"istio");
+        entry.push(0x12);
+        entry.push(inner.len() as u8);
+        entry.extend_from_slice(&inner);
+        let mut want = vec![0x0a, entry.len() as u8];
+        want.extend_from_slice(&entry);
+        assert_eq!(whole, want);
+        assert_eq!(get_property(&f, None, &path), Err(Status::NotFound), "no stream in root");
     }
 }

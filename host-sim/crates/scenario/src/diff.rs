@@ -141,6 +141,13 @@ pub fn diff(a: &RunResult, b: &RunResult, ignore: &Ignore) -> Vec<String> {
     cmp(&mut out, "logs", &root_logs(a), &root_logs(b));
     cmp(&mut out, "metrics", &metric_map(a), &metric_map(b));
     cmp(&mut out, "prometheus", &prometheus_lines(a), &prometheus_lines(b));
+    // A two-proxy chain: the server proxy is compared the same way, its
+    // differences prefixed with `server_proxy.`.
+    match (&a.server_proxy, &b.server_proxy) {
+        (Some(sa), Some(sb)) => out.extend(diff(sa, sb, ignore).into_iter().map(|d| format!("server_proxy.{d}"))),
+        (None, None) => {}
+        (x, y) => out.push(format!("server_proxy: present in only one engine ({} vs {})", x.is_some(), y.is_some())),
+    }
     out
 }
 
@@ -161,6 +168,18 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_server_proxy_is_compared_with_a_prefix() {
+        let two = |status: u16| RunResult { server_proxy: Some(Box::new(result(status, "x"))), ..result(200, "d") };
+        let ig = Ignore { headers: &["date"] };
+        assert!(diff(&two(200), &two(200), &ig).is_empty());
+        let d = diff(&two(200), &two(503), &ig);
+        assert!(!d.is_empty() && d.iter().all(|l| l.starts_with("server_proxy.streams[0]")), "{d:?}");
+        let d = diff(&two(200), &result(200, "d"), &ig);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].starts_with("server_proxy: present in only one engine"), "{d:?}");
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct RunResult {
     pub prometheus: String,
     /// Outcome of the scenario's `expect` list, in order.
     pub expectations: Vec<ExpectationResult>,
+    /// The server proxy of a two-proxy chain (scenario `server_proxy`):
+    /// its own plugins, streams (what reached it and what it answered),
+    /// logs, metrics and Prometheus text; its `expectations` stay empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_proxy: Option<Box<RunResult>>,
     /// What the engine noticed about the scenario itself (e.g. a metric
     /// label no stats tag extracts); not compared by `diff`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -157,20 +162,30 @@ impl RunResult {
     /// Evaluates the scenario's `expect` list against this result.
     pub fn check(&mut self, expect: &[crate::scenario::Expectation]) {
         let json = serde_json::to_value(&*self).unwrap_or_default();
+        let server_json = self.server_proxy.as_ref().map(|r| serde_json::to_value(&**r).unwrap_or_default());
         self.expectations = expect
             .iter()
             .map(|e| {
+                // `server_proxy: true` checks the second proxy's result.
+                let (r, json) = match (e.server_proxy, &self.server_proxy, &server_json) {
+                    (false, _, _) => (&*self, &json),
+                    (true, Some(r), Some(j)) => (&**r, j),
+                    _ => {
+                        let actual = Some(serde_json::Value::String("no server proxy".into()));
+                        return ExpectationResult { expectation: e.clone(), passed: false, actual };
+                    }
+                };
                 let (passed, actual) = if let (Some(ptr), Some(want)) = (&e.pointer, &e.equals) {
                     let got = json.pointer(ptr).cloned();
                     (got.as_ref() == Some(want), got.or(Some(serde_json::Value::Null)))
                 } else if let Some(line) = &e.prometheus {
-                    (self.prometheus.lines().any(|l| l == line), None)
+                    (r.prometheus.lines().any(|l| l == line), None)
                 } else if let Some(text) = &e.log_contains {
-                    let all = self
+                    let all = r
                         .logs
                         .iter()
-                        .chain(self.streams.iter().flat_map(|s| s.logs.iter()))
-                        .chain(self.connections.iter().flat_map(|c| c.logs.iter()));
+                        .chain(r.streams.iter().flat_map(|s| s.logs.iter()))
+                        .chain(r.connections.iter().flat_map(|c| c.logs.iter()));
                     (all.into_iter().any(|l| l.message.contains(text.as_str())), None)
                 } else {
                     (false, None)

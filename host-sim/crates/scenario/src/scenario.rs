@@ -64,6 +64,30 @@ pub struct Scenario {
     pub advance_ms_after: u64,
     #[serde(default)]
     pub expect: Vec<Expectation>,
+    /// A second proxy in a chain: the proxy above (the client sidecar)
+    /// sends its upstream requests to this one (the server sidecar), whose
+    /// upstream is the streams' `upstream`. Absent: one proxy, as before.
+    #[serde(default)]
+    pub server_proxy: Option<ServerProxySpec>,
+}
+
+/// The server sidecar of a two-proxy chain: its own node, direction,
+/// workers, plugins and tag extraction. The connection between the two
+/// proxies is plaintext HTTP/1.1 (docs/scenario-format.md, *Two proxies*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerProxySpec {
+    /// Its HTTP filter chain (may be empty: a proxy without plugins).
+    #[serde(default)]
+    pub plugins: Vec<PluginSpec>,
+    #[serde(default)]
+    pub node: NodeSpec,
+    #[serde(default = "one")]
+    pub workers: u32,
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
+    pub stats_tags: Option<Vec<StatsTag>>,
 }
 
 fn one() -> u32 {
@@ -422,6 +446,10 @@ pub struct Expectation {
     pub prometheus: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_contains: Option<String>,
+    /// Check the server proxy's result (two-proxy scenarios) instead of the
+    /// first proxy's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server_proxy: bool,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -448,7 +476,8 @@ impl Scenario {
             .map_err(|e| ScenarioError(format!("cannot read scenario {}: {e}", path.display())))?;
         let mut s = Self::from_json(&text).map_err(|e| ScenarioError(format!("{}: {}", path.display(), e.0)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in &mut s.plugins {
+        let server_plugins = s.server_proxy.iter_mut().flat_map(|sp| sp.plugins.iter_mut());
+        for p in s.plugins.iter_mut().chain(server_plugins) {
             if p.wasm.is_relative() {
                 p.wasm = base.join(&p.wasm);
             }
@@ -549,6 +578,9 @@ impl Scenario {
                 ));
             }
         }
+        if let Some(sp) = &self.server_proxy {
+            self.validate_server_proxy(sp)?;
+        }
         if let Some(tags) = &self.stats_tags {
             for (i, t) in tags.iter().enumerate() {
                 if let Err(e) = regex::Regex::new(&t.regex) {
@@ -577,6 +609,60 @@ impl Scenario {
         let mut tags = self.stats_tags.clone().unwrap_or_else(crate::prometheus::istio_default_stats_tags);
         tags.extend(self.extra_stat_tags.iter().map(|n| crate::prometheus::istio_tag(n)));
         tags
+    }
+
+    /// What a two-proxy scenario may hold (what both engines model).
+    fn validate_server_proxy(&self, sp: &ServerProxySpec) -> Result<(), ScenarioError> {
+        let err = |m: String| Err(ScenarioError(m));
+        if sp.workers == 0 {
+            return err("invalid scenario at `server_proxy.workers`: must be at least 1".into());
+        }
+        if let Some(i) = sp.plugins.iter().position(|p| p.plugin_type != PluginType::Http) {
+            return err(format!(
+                "invalid scenario at `server_proxy.plugins[{i}].type`: two-proxy chains carry HTTP streams only"
+            ));
+        }
+        if !self.connections.is_empty() {
+            return err("invalid scenario at `connections`: two-proxy chains carry HTTP streams only".into());
+        }
+        if let Some(i) = self.streams.iter().position(|s| !s.http_calls.is_empty()) {
+            return err(format!(
+                "invalid scenario at `streams[{i}].http_calls`: not supported with `server_proxy` (which proxy's call a canned answer serves is ambiguous)"
+            ));
+        }
+        if let Some(tags) = &sp.stats_tags {
+            for (i, t) in tags.iter().enumerate() {
+                if let Err(e) = regex::Regex::new(&t.regex) {
+                    return err(format!("invalid scenario at `server_proxy.stats_tags[{i}].regex`: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The server proxy of a two-proxy chain as a scenario of its own: its
+    /// plugins, node, direction, workers and tags; the same streams (their
+    /// `upstream` is its upstream) reaching it over plaintext. Both engines
+    /// start the second proxy from this.
+    pub fn server_scenario(&self) -> Option<Scenario> {
+        let sp = self.server_proxy.as_ref()?;
+        // Fields not set here (e.g. `extra_stat_tags`) apply to both proxies.
+        let mut s = self.clone();
+        s.name = format!("{} (server proxy)", self.name);
+        s.plugins = sp.plugins.clone();
+        s.node = sp.node.clone();
+        s.workers = sp.workers;
+        s.direction = sp.direction;
+        s.connection = ConnectionSpec::default();
+        s.stats_tags = sp.stats_tags.clone();
+        for st in &mut s.streams {
+            st.connection = None;
+            st.worker = None;
+        }
+        s.connections = Vec::new();
+        s.expect = Vec::new();
+        s.server_proxy = None;
+        Some(s)
     }
 }
 
@@ -657,6 +743,38 @@ mod tests {
             let e = Scenario::from_json(&text).unwrap_err();
             assert!(e.0.contains("extra_stat_tags[") && e.0.contains(why), "{bad}: {}", e.0);
         }
+    }
+
+    #[test]
+    fn server_proxy_is_optional_and_validated() {
+        let one = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}]}"#).unwrap();
+        assert!(one.server_proxy.is_none() && one.server_scenario().is_none());
+        let two = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a"}],"direction":"outbound","streams":[{"name":"s","worker":0,"request":{}}],
+                "server_proxy":{"plugins":[{"wasm":"b"}],"node":{"id":"server"},"workers":2}}"#,
+        )
+        .unwrap();
+        let server = two.server_scenario().unwrap();
+        assert_eq!(server.direction, Direction::Inbound);
+        assert_eq!(server.workers, 2);
+        assert_eq!(server.plugins[0].wasm, PathBuf::from("b"));
+        assert_eq!(server.streams[0].name, "s");
+        assert_eq!(server.streams[0].worker, None);
+        for (bad, at) in [
+            (r#"{"plugins":[{"wasm":"b"}],"confg":1}"#, "server_proxy"),
+            (r#"{"workers":0}"#, "server_proxy.workers"),
+            (r#"{"plugins":[{"wasm":"b","type":"network"}]}"#, "server_proxy.plugins[0].type"),
+            (r#"{"stats_tags":[{"tag_name":"t","regex":"("}]}"#, "server_proxy.stats_tags[0].regex"),
+        ] {
+            let text = format!(r#"{{"plugins":[{{"wasm":"a"}}],"server_proxy":{bad}}}"#);
+            let e = Scenario::from_json(&text).unwrap_err();
+            assert!(e.0.contains(at), "{bad}: {}", e.0);
+        }
+        let e = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a"}],"server_proxy":{},"streams":[{"request":{},"http_calls":[{"status":200}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("streams[0].http_calls"), "{}", e.0);
     }
 
     #[test]

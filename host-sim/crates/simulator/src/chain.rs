@@ -14,7 +14,7 @@ use super::Proxy;
 use crate::abi::{is_continue, LogLevel};
 use crate::http1_framing::{Body, Encoded, PeerMessage};
 use crate::result::{HttpMessage, HttpResponse, LocalReply, LogLine, StreamResult};
-use crate::scenario::{ConnectionSpec, PluginType, StreamSpec};
+use crate::scenario::{ConnectionSpec, PluginType, ResponseSpec, StreamSpec};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -108,11 +108,20 @@ impl Proxy {
 
         match run.request_path(spec) {
             Flow::Next => {
-                result.upstream_request = Some(run.send_upstream(spec));
-                match run.upstream_response(spec) {
+                let sent = run.send_upstream(spec);
+                let from_hop = run.chain.proxy.forward_to_next_hop(spec, &sent);
+                result.upstream_request = Some(sent);
+                let flow = if from_hop.is_none() && run.chain.proxy.has_next_hop() {
+                    run.note_hop_without_response();
+                    Flow::Stalled
+                } else {
+                    run.upstream_response(spec, from_hop)
+                };
+                match flow {
                     Flow::Next => result.downstream_response = Some(run.downstream_response()),
                     Flow::Reply => run.reply(&mut result),
                     Flow::Reset => run.reset_after_headers(&mut result),
+                    Flow::Stalled if run.chain.proxy.has_next_hop() => result.reset = true,
                     Flow::Stalled | Flow::Paused => run.note_stall(),
                 }
             }
@@ -390,7 +399,9 @@ impl Run<'_> {
         s.reached_upstream = true;
         // The router announces its timeout in the request's own header map
         // (on_log sees it, and `request.total_size` counts it: observed).
-        s.request_headers.add("x-envoy-expected-rq-timeout-ms", ROUTE_TIMEOUT_MS.as_bytes());
+        // Set, not appended: a client proxy downstream sent its own
+        // (observed in Envoy 1.40 with two Envoys in a chain).
+        s.request_headers.replace("x-envoy-expected-rq-timeout-ms", ROUTE_TIMEOUT_MS.as_bytes());
         let mut headers = s.request_headers.clone();
         // HTTP/1.1 upstreams have no `:scheme`: it is not on the wire.
         headers.remove(":scheme");
@@ -407,8 +418,8 @@ impl Run<'_> {
 
     /// The upstream's answer, encoded through every filter in reverse chain
     /// order.
-    fn upstream_response(&mut self, spec: &StreamSpec) -> Flow {
-        let upstream = spec.upstream.clone().unwrap_or_default();
+    fn upstream_response(&mut self, spec: &StreamSpec, from_hop: Option<ResponseSpec>) -> Flow {
+        let upstream = from_hop.unwrap_or_else(|| spec.upstream.clone().unwrap_or_default());
         // While the request travels upstream Envoy's event loop runs what
         // was posted meanwhile (queue notifications) and what falls due.
         self.chain.proxy.advance(upstream.delay_ms);
@@ -425,7 +436,9 @@ impl Run<'_> {
             // engine's server sends without one.
             let body = Body::of(&chunks, !trailers.is_empty());
             add_peer_framing(&mut h, body, PeerMessage::Response { bodiless: false });
-            h.add("x-envoy-upstream-service-time", upstream.delay_ms.to_string().as_bytes());
+            // Set, not appended: a server proxy upstream sent its own
+            // (observed in Envoy 1.40 with two Envoys in a chain).
+            h.replace("x-envoy-upstream-service-time", upstream.delay_ms.to_string().as_bytes());
             s.response_code_details = "via_upstream".into();
             s.response_headers = h;
             s.response_code = Some(upstream.status);
@@ -533,6 +546,20 @@ impl Run<'_> {
             headers: headers.to_list(),
             body: String::from_utf8_lossy(&self.sent_body).into_owned(),
             trailers: Vec::new(),
+        });
+    }
+
+    /// The server proxy of a two-proxy chain reset or stalled the stream.
+    /// What Envoy's router then does (a 503 local reply or a reset,
+    /// depending on whether the response had started) is not modelled: the
+    /// client is reported reset.
+    fn note_hop_without_response(&mut self) {
+        self.chain.proxy.state.borrow_mut().logs.push(LogLine {
+            level: LogLevel::Warn,
+            plugin: "host-sim".into(),
+            message:
+                "the server proxy sent no response: the client proxy's handling of an upstream reset is not modelled"
+                    .into(),
         });
     }
 

@@ -20,6 +20,7 @@ mod chain;
 mod command;
 mod filter_chain;
 mod foreign;
+mod hop;
 mod host;
 mod http1;
 mod metrics;
@@ -91,11 +92,16 @@ pub struct Proxy {
     pub(crate) stats_tags: Vec<StatsTag>,
     next_worker: usize,
     next_stream_id: u64,
+    /// The server proxy of a two-proxy chain (scenario `server_proxy`).
+    pub(crate) next_hop: Option<Box<hop::Hop>>,
 }
 
 /// Runs a whole scenario on host-sim.
 pub fn run(scenario: &Scenario) -> anyhow::Result<RunResult> {
     let mut proxy = Proxy::start(scenario, VmLimits::default())?;
+    if let Some(server) = scenario.server_scenario() {
+        proxy.next_hop = Some(Box::new(hop::Hop::start(&server, VmLimits::default())?));
+    }
     let mut result = proxy.run_streams(scenario);
     result.scenario = scenario.name.clone();
     result.check(&scenario.expect);
@@ -168,6 +174,7 @@ impl Proxy {
             stats_tags: scenario.effective_stats_tags(),
             next_worker: 0,
             next_stream_id: 0,
+            next_hop: None,
         };
         let env: Vec<(String, String)> = Vec::new();
         let mut placements: Vec<Vec<Option<Placement>>> =
@@ -414,11 +421,13 @@ impl Proxy {
         let mut result = RunResult { engine: "host-sim".into(), ..Default::default() };
         let root_logs_before = self.state.borrow().logs.len();
         let mut root_logs: Vec<LogLine> = self.state.borrow().logs[..root_logs_before].to_vec();
-        if self.ready() {
+        // Envoy serves nothing until every plugin is configured; a server
+        // proxy that refused its plugins is not modelled as a running hop.
+        if self.ready() && self.next_hop.as_ref().is_none_or(|h| h.proxy.ready()) {
             for spec in &scenario.streams {
                 // Ticks and queue callbacks between streams are root logs.
                 let before = self.state.borrow().logs.len();
-                self.advance(spec.advance_ms_before);
+                self.advance_chain(spec.advance_ms_before);
                 root_logs.extend_from_slice(&self.state.borrow().logs[before..]);
                 result.streams.push(self.run_stream(spec, &scenario.connection));
             }
@@ -429,7 +438,7 @@ impl Proxy {
                 result.connections.push(self.run_connection(spec, &scenario.connection));
             }
             let before = self.state.borrow().logs.len();
-            self.advance(scenario.advance_ms_after);
+            self.advance_chain(scenario.advance_ms_after);
             root_logs.extend_from_slice(&self.state.borrow().logs[before..]);
         }
         result.logs = root_logs;
@@ -438,6 +447,7 @@ impl Proxy {
         result.prometheus = self.prometheus();
         result.warnings =
             crate::prometheus::unextracted_label_warnings(self.state.borrow().metrics.all(), &self.stats_tags);
+        result.server_proxy = self.next_hop.as_ref().map(|h| Box::new(h.result()));
         result
     }
 

@@ -26,6 +26,7 @@ mod servers;
 mod stats;
 mod tcp;
 mod tls;
+mod two;
 mod workdir;
 
 pub use bootstrap::{TCP_UPSTREAM_CLUSTER, UPSTREAM_CLUSTER};
@@ -117,6 +118,9 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
         }
     }
     let work = Workdir::create(opts).map_err(environment)?;
+    if let Some(server) = scenario.server_scenario() {
+        return two::run_two(scenario, &server, &binary, &work.path, opts);
+    }
     let plan = ListenerPlan::new(scenario, &work.path)?;
     let servers = servers::Servers::start(&scenario.clusters).map_err(environment)?;
     let mut tcp_upstream = tcp::TcpUpstream::start().map_err(environment)?;

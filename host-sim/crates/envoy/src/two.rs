@@ -1,0 +1,288 @@
+//! Two Envoys in a chain (scenario `server_proxy`): a client sidecar whose
+//! upstream cluster points at a server sidecar, whose upstream is the
+//! engine's HTTP server. Between them sits a recording TCP relay, so the
+//! result can say what the client Envoy sent upstream and what the server
+//! Envoy answered, byte for byte as they crossed the wire. Each Envoy has
+//! its own working directory, bootstrap, log, access log and admin, and
+//! `--concurrency` from its own `workers`.
+
+use crate::bootstrap::{self, Layout};
+use crate::exchange::{exchange, settle};
+use crate::listeners::{effective_connection, ListenerPlan};
+use crate::logs::PluginIdent;
+use crate::process::{environment, EnvoyProcess, Readiness};
+use crate::result::{PluginStatus, RunResult};
+use crate::results::{find_access_entry, idents, stream_result};
+use crate::scenario::Scenario;
+use crate::{http, logs, servers, stats, EnvoyOptions};
+use anyhow::{bail, Context, Result};
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What crossed the relay since the last `take`.
+#[derive(Default)]
+struct Recorded {
+    /// Client Envoy -> server Envoy.
+    up: Vec<u8>,
+    /// Server Envoy -> client Envoy.
+    down: Vec<u8>,
+    /// The relay's address towards the server Envoy on the connection
+    /// that carried the last request (the client in the server's access log).
+    client_of_server: Option<SocketAddr>,
+}
+
+/// A TCP relay from the client Envoy's upstream connections to the server
+/// Envoy's listener that records both directions.
+struct Relay {
+    port: u16,
+    rec: Arc<Mutex<Recorded>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the relay")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let rec = Arc::new(Mutex::new(Recorded::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (rec.clone(), stop.clone());
+        std::thread::Builder::new().name("envoy-relay".into()).spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((down, _)) => {
+                        let _ = down.set_nonblocking(false);
+                        if let Ok(up) = TcpStream::connect(("127.0.0.1", target)) {
+                            pipe(down, up, r.clone());
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })?;
+        Ok(Relay { port, rec, stop })
+    }
+
+    fn take(&self) -> Recorded {
+        std::mem::take(&mut *self.rec.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies both directions of one connection, recording what passes.
+fn pipe(down: TcpStream, up: TcpStream, rec: Arc<Mutex<Recorded>>) {
+    let _ = (down.set_nodelay(true), up.set_nodelay(true));
+    let local = up.local_addr().ok();
+    let copy = move |mut from: TcpStream, mut to: TcpStream, upward: bool, rec: Arc<Mutex<Recorded>>| {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    {
+                        let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
+                        if upward {
+                            r.up.extend_from_slice(&buf[..n]);
+                            r.client_of_server = local;
+                        } else {
+                            r.down.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else { return };
+    let r2 = rec.clone();
+    let _ = std::thread::Builder::new().name("relay-up".into()).spawn(move || copy(down, up, true, rec));
+    let _ = std::thread::Builder::new().name("relay-down".into()).spawn(move || copy(up2, down2, false, r2));
+}
+
+/// One Envoy of the chain.
+struct Side {
+    envoy: EnvoyProcess,
+    admin: SocketAddr,
+    ports: std::collections::HashMap<String, u16>,
+    plan: ListenerPlan,
+    access_log: PathBuf,
+    plugins: Vec<PluginIdent>,
+    windows: Vec<(usize, usize)>,
+    result: RunResult,
+}
+
+fn start_side(
+    s: &Scenario,
+    dir: &Path,
+    binary: &Path,
+    upstream_port: u16,
+    clusters: &[(String, u16)],
+    opts: &EnvoyOptions,
+) -> Result<Side> {
+    std::fs::create_dir_all(dir)?;
+    let plan = ListenerPlan::new(s, dir)?;
+    let access_log = dir.join("access.log");
+    let layout = Layout {
+        listeners: plan.listeners.iter().map(|(_, l)| l.clone()).collect(),
+        upstream_port,
+        tcp_upstream_port: 0,
+        clusters: clusters.to_vec(),
+        wasm_paths: s.plugins.iter().map(|p| std::path::absolute(&p.wasm).unwrap_or_else(|_| p.wasm.clone())).collect(),
+        access_log: access_log.clone(),
+    };
+    let config = dir.join("envoy.json");
+    std::fs::write(&config, serde_json::to_string_pretty(&bootstrap::bootstrap(s, &layout))?)?;
+    let mut envoy = EnvoyProcess::spawn(binary, dir, &config, s.workers, &opts.extra_args).map_err(environment)?;
+    let names: Vec<String> = layout.listeners.iter().map(|l| l.name.clone()).collect();
+    let (admin, ports) = match envoy.wait_ready(&names, opts.startup_timeout).map_err(environment)? {
+        Readiness::Ready { admin, listeners } => (admin, listeners),
+        // A refused configuration in a two-proxy chain is reported as an
+        // error (host-sim does not run such a chain either).
+        Readiness::Exited(status) => {
+            bail!("{} refused its configuration ({status}): {}", s.name, envoy.log_tail_section(30))
+        }
+    };
+    let result = RunResult {
+        engine: "envoy".into(),
+        scenario: s.name.clone(),
+        plugins: s
+            .plugins
+            .iter()
+            .map(|p| PluginStatus {
+                name: p.display_name(),
+                root_id: p.root_id.clone(),
+                vm_started: true,
+                configured: true,
+                error: None,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    Ok(Side { envoy, admin, ports, plan, access_log, plugins: idents(s), windows: Vec::new(), result })
+}
+
+fn wait_entry(path: &Path, client: &str, envoy: &mut EnvoyProcess) -> Option<crate::results::AccessEntry> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(e) = find_access_entry(path, client) {
+            return Some(e);
+        }
+        if Instant::now() >= deadline || envoy.has_exited() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn finish_side(side: &mut Side) -> Result<()> {
+    let admin_timeout = Duration::from_secs(10);
+    side.result.metrics = stats::metrics(side.admin, admin_timeout).context("reading plugin metrics")?;
+    side.result.prometheus = stats::prometheus(side.admin, admin_timeout).context("reading /stats/prometheus")?;
+    side.envoy.stop(Duration::from_secs(5));
+    let text = side.envoy.log_from(0);
+    let (lines, _) = logs::parse(&format!("{text}\n"), 0);
+    let outside: Vec<_> =
+        lines.into_iter().filter(|l| !side.windows.iter().any(|(s, e)| l.offset >= *s && l.offset < *e)).collect();
+    side.result.logs = logs::plugin_logs(&side.plugins, &outside);
+    Ok(())
+}
+
+/// Runs a two-proxy scenario in two Envoys (see the module comment).
+pub fn run_two(
+    scenario: &Scenario,
+    server: &Scenario,
+    binary: &Path,
+    work: &Path,
+    opts: &EnvoyOptions,
+) -> Result<RunResult> {
+    let servers = servers::Servers::start(&scenario.clusters).map_err(environment)?;
+    let mut srv =
+        start_side(server, &work.join("server"), binary, servers.upstream_port, &servers.cluster_ports, opts)?;
+    let server_port = *srv.ports.get(&srv.plan.listeners[0].1.name).context("server listener port")?;
+    let relay = Relay::start(server_port).map_err(environment)?;
+    let mut cli = start_side(scenario, &work.join("client"), binary, relay.port, &servers.cluster_ports, opts)?;
+
+    let (mut failed_c, mut failed_s): (Option<usize>, Option<usize>) = (None, None);
+    for (i, stream) in scenario.streams.iter().enumerate() {
+        if stream.advance_ms_before > 0 {
+            std::thread::sleep(Duration::from_millis(stream.advance_ms_before));
+        }
+        let upstream = stream.upstream.clone().unwrap_or_default();
+        servers.begin_stream(upstream.clone(), Vec::new());
+        relay.take();
+        let (start_c, start_s) = (cli.envoy.log_len(), srv.envoy.log_len());
+        let (listener, cert) = &cli.plan.streams[i];
+        let port = *cli.ports.get(&cli.plan.listeners[*listener].1.name).context("listener port")?;
+        let timeout = opts.stream_timeout + Duration::from_millis(upstream.delay_ms);
+        let (client, outcome) =
+            match exchange(port, effective_connection(scenario, stream), cert.as_ref(), &stream.request, timeout) {
+                Ok(x) => x,
+                Err(e) => bail!("stream {i} ({}): {e:#}. {}", stream.name, cli.envoy.log_tail_section(30)),
+            };
+        let client = client.map(|a| a.to_string()).unwrap_or_default();
+        let entry_c = wait_entry(&cli.access_log, &client, &mut cli.envoy);
+        let rec = relay.take();
+        let entry_s = match rec.client_of_server {
+            Some(a) => wait_entry(&srv.access_log, &a.to_string(), &mut srv.envoy),
+            None => None,
+        };
+        let end_s = settle(&srv.envoy, start_s, Duration::from_secs(2));
+        let end_c = settle(&cli.envoy, start_c, Duration::from_secs(2));
+        cli.windows.push((start_c, end_c));
+        srv.windows.push((start_s, end_s));
+        let (ups, _) = servers.end_stream();
+        // What the client Envoy sent upstream, and what the server Envoy
+        // answered it, as they crossed the relay.
+        let sent: Vec<http::Request> =
+            http::read_request(&mut BufReader::new(&rec.up[..])).ok().flatten().into_iter().collect();
+        let head = stream.request.headers.iter().any(|(k, v)| k == ":method" && v.eq_ignore_ascii_case("HEAD"));
+        let answered = if rec.up.is_empty() {
+            http::ResponseOutcome::ResetBeforeResponse
+        } else {
+            http::read_response(&mut BufReader::new(&rec.down[..]), head)
+        };
+
+        let text = srv.envoy.log_from(start_s);
+        let (lines, _) = logs::parse(text.get(..end_s - start_s).unwrap_or(&text), start_s);
+        let r = stream_result(stream, &srv.plugins, &lines, answered, entry_s, ups, Vec::new(), failed_s);
+        if let Some(f) = &r.plugin_failure {
+            failed_s = srv.plugins.iter().position(|p| p.name == f.plugin).or(failed_s);
+        }
+        srv.result.streams.push(r);
+
+        let text = cli.envoy.log_from(start_c);
+        let (lines, _) = logs::parse(text.get(..end_c - start_c).unwrap_or(&text), start_c);
+        let r = stream_result(stream, &cli.plugins, &lines, outcome, entry_c, sent, Vec::new(), failed_c);
+        if let Some(f) = &r.plugin_failure {
+            failed_c = cli.plugins.iter().position(|p| p.name == f.plugin).or(failed_c);
+        }
+        cli.result.streams.push(r);
+    }
+    if scenario.advance_ms_after > 0 {
+        std::thread::sleep(Duration::from_millis(scenario.advance_ms_after));
+    }
+    // Histograms reach the admin output with a stats flush.
+    std::thread::sleep(Duration::from_millis(bootstrap::STATS_FLUSH_MS * 3));
+    finish_side(&mut cli)?;
+    finish_side(&mut srv)?;
+    drop(relay);
+    drop(servers);
+    let mut result = cli.result;
+    result.server_proxy = Some(Box::new(srv.result));
+    result.check(&scenario.expect);
+    Ok(result)
+}

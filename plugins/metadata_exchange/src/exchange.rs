@@ -228,15 +228,18 @@ impl Exchange {
 
     /// Reads, strips and stores the peer headers of one side.
     fn read_side(&mut self, side: Side, headers: &mut dyn Headers, mtls: bool, sink: &mut dyn Sink) -> Received {
-        // An empty value counts as absent, as in Istio.
-        let id = headers.get(PEER_METADATA_ID_HEADER).filter(|v| !v.is_empty());
-        let value = headers.get(PEER_METADATA_HEADER).filter(|v| !v.is_empty());
+        let id = headers.get(PEER_METADATA_ID_HEADER);
+        let value = headers.get(PEER_METADATA_HEADER);
+        // Stripped whenever present (Istio left an empty one in place); an
+        // empty value counts as absent, as in Istio.
         if id.is_some() {
             headers.remove(PEER_METADATA_ID_HEADER);
         }
         if value.is_some() {
             headers.remove(PEER_METADATA_HEADER);
         }
+        let id = id.filter(|v| !v.is_empty());
+        let value = value.filter(|v| !v.is_empty());
         self.take_peer(side, id.as_deref(), value.as_deref(), mtls, sink);
         Received { id: id.is_some(), metadata: value.is_some() }
     }

@@ -1,0 +1,314 @@
+//! The `metadata_exchange` plugin (plugins/metadata_exchange) under
+//! host-sim, in front of `stats` as Istio chains them: the peer headers are
+//! read, stored and stripped, ours are sent on outbound requests and inbound
+//! responses, and `stats` fills the peer's labels from what the exchange
+//! stored. Hostile headers never trap or fail a request; a bad
+//! configuration is refused naming the field.
+//!
+//! The plugins must be built first:
+//! `cargo build --target wasm32-wasip1 --release` (these tests never build them).
+
+use host_sim::result::{RunResult, StreamResult};
+use serde_json::{json, Value};
+
+mod common;
+use common::run;
+
+const PRODUCTPAGE_ID: &str = "sidecar~10.0.0.5~productpage-v1-6b746f74dc-9stvs.default~default.svc.cluster.local";
+const REVIEWS_ID: &str = "sidecar~10.0.0.7~reviews-v1-5f8d9c-abcde.default~default.svc.cluster.local";
+
+fn productpage_metadata() -> Value {
+    json!({
+        "NAME": "productpage-v1-6b746f74dc-9stvs",
+        "NAMESPACE": "default",
+        "WORKLOAD_NAME": "productpage-v1",
+        "CLUSTER_ID": "Kubernetes",
+        "MESH_ID": "cluster.local",
+        "ISTIO_VERSION": "1.16.0",
+        "INTERCEPTION_MODE": "REDIRECT",
+        "LABELS": {"app": "productpage", "version": "v1", "service.istio.io/canonical-name": "productpage", "service.istio.io/canonical-revision": "v1"}
+    })
+}
+
+fn reviews_metadata() -> Value {
+    json!({
+        "NAME": "reviews-v1-5f8d9c-abcde",
+        "NAMESPACE": "default",
+        "WORKLOAD_NAME": "reviews-v1",
+        "CLUSTER_ID": "Kubernetes",
+        "MESH_ID": "cluster.local",
+        "ISTIO_VERSION": "1.16.0",
+        "LABELS": {"app": "reviews", "version": "v1", "service.istio.io/canonical-name": "reviews", "service.istio.io/canonical-revision": "v1"}
+    })
+}
+
+fn node(id: &str, metadata: Value) -> Value {
+    json!({"id": id, "cluster": "x.default", "metadata": metadata})
+}
+
+/// What a proxy with this node metadata sends: base64 of its Wasm-era Struct.
+fn header_of(metadata: &Value) -> String {
+    let s = meshwasm_wire::protobuf::struct_from_json(metadata.as_object().expect("object"));
+    meshwasm_wire::istio::encode_peer_metadata(&meshwasm_wire::istio::wasm_era_peer_struct(&s))
+}
+
+fn plugins(mx_config: Value) -> Value {
+    json!([
+        {"wasm": common::plugin_wasm("metadata_exchange"), "configuration": mx_config},
+        {"wasm": common::plugin_wasm("stats"), "configuration": {}}
+    ])
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn upstream_headers(s: &StreamResult) -> &[(String, String)] {
+    &s.upstream_request.as_ref().expect("reached the upstream").headers
+}
+
+fn response_headers(s: &StreamResult) -> &[(String, String)] {
+    &s.downstream_response.as_ref().expect("answered").headers
+}
+
+fn assert_clean(r: &RunResult) {
+    assert!(r.plugins.iter().all(|p| p.configured), "plugins: {:?}\nlogs: {:#?}", r.plugins, r.logs);
+    for s in &r.streams {
+        assert!(s.plugin_failure.is_none(), "plugin failed: {:?}", s.plugin_failure);
+        assert_eq!(s.downstream_response.as_ref().map(|d| d.status), Some(200), "{s:?}");
+    }
+}
+
+/// The value of a counter (`metadata_exchange.metadata_added`; 0 when absent).
+fn counter(r: &RunResult, name: &str) -> i64 {
+    r.metrics.iter().filter(|m| m.name == name).map(|m| m.value).sum()
+}
+
+/// The `istio_requests_total` line whose labels include all of `pairs`.
+fn requests_line<'a>(r: &'a RunResult, pairs: &[(&str, &str)]) -> Option<&'a str> {
+    r.prometheus
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .find(|l| pairs.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+}
+
+fn inbound_request(extra: &[(&str, &str)]) -> Value {
+    let mut headers =
+        vec![json!([":method", "GET"]), json!([":path", "/reviews/0"]), json!([":authority", "reviews:9080"])];
+    headers.extend(extra.iter().map(|(k, v)| json!([k, v])));
+    json!({"request": {"headers": headers}, "upstream": {"status": 200, "body": "ok"}})
+}
+
+/// Server side: the client's headers are stored and stripped before the
+/// application sees them; the response carries ours (the request carried
+/// both); stats (after MX in the chain) fills the source_* labels from the
+/// stored peer; a second request from the same peer is a cache hit.
+#[test]
+fn inbound_peer_is_stored_stripped_and_answered() {
+    let client = header_of(&productpage_metadata());
+    let with_peer =
+        inbound_request(&[("x-envoy-peer-metadata-id", PRODUCTPAGE_ID), ("x-envoy-peer-metadata", &client)]);
+    let r = run(json!({
+        "plugins": plugins(json!({"max_peer_cache_size": 20})),
+        "node": node(REVIEWS_ID, reviews_metadata()),
+        "direction": "inbound",
+        "streams": [with_peer.clone(), with_peer, inbound_request(&[])]
+    }));
+    assert_clean(&r);
+    for s in &r.streams {
+        assert_eq!(header(upstream_headers(s), "x-envoy-peer-metadata"), None);
+        assert_eq!(header(upstream_headers(s), "x-envoy-peer-metadata-id"), None);
+    }
+    let ours = header_of(&reviews_metadata());
+    assert_eq!(header(response_headers(&r.streams[0]), "x-envoy-peer-metadata"), Some(ours.as_str()));
+    assert_eq!(header(response_headers(&r.streams[0]), "x-envoy-peer-metadata-id"), Some(REVIEWS_ID));
+    // No peer headers in the request: none of ours in the response.
+    assert_eq!(header(response_headers(&r.streams[2]), "x-envoy-peer-metadata"), None);
+    assert_eq!(header(response_headers(&r.streams[2]), "x-envoy-peer-metadata-id"), None);
+    let known = [
+        ("reporter", "destination"),
+        ("source_workload", "productpage-v1"),
+        ("source_canonical_service", "productpage"),
+        ("source_canonical_revision", "v1"),
+        ("source_workload_namespace", "default"),
+        ("source_app", "productpage"),
+        ("source_version", "v1"),
+        ("source_cluster", "Kubernetes"),
+        ("destination_workload", "reviews-v1"),
+    ];
+    let line = requests_line(&r, &known).unwrap_or_else(|| panic!("no line with the peer's labels:\n{}", r.prometheus));
+    assert!(line.ends_with(" 2"), "{line}");
+    assert!(requests_line(&r, &[("source_workload", "unknown")]).is_some_and(|l| l.ends_with(" 1")));
+    assert_eq!(counter(&r, "metadata_exchange.metadata_added"), 1);
+    assert_eq!(counter(&r, "metadata_exchange.peer_cache_hit"), 1);
+}
+
+/// Client side: our headers go to the upstream (replacing any the app
+/// sent), the upstream's answer is read and stripped before the app sees
+/// it, and stats fills the destination_* labels from it.
+#[test]
+fn outbound_sends_ours_and_takes_the_upstreams() {
+    let server = header_of(&reviews_metadata());
+    let r = run(json!({
+        "plugins": plugins(json!({})),
+        "node": node(PRODUCTPAGE_ID, productpage_metadata()),
+        "direction": "outbound",
+        "streams": [{
+            "request": {"headers": [[":method", "GET"], [":path", "/reviews/0"], [":authority", "reviews:9080"],
+                                    ["x-envoy-peer-metadata-id", "spoofed"]]},
+            "upstream": {"status": 200, "headers": [["x-envoy-peer-metadata-id", REVIEWS_ID], ["x-envoy-peer-metadata", server]], "body": "ok"}
+        }]
+    }));
+    assert_clean(&r);
+    let s = &r.streams[0];
+    let ours = header_of(&productpage_metadata());
+    assert_eq!(header(upstream_headers(s), "x-envoy-peer-metadata"), Some(ours.as_str()));
+    assert_eq!(header(upstream_headers(s), "x-envoy-peer-metadata-id"), Some(PRODUCTPAGE_ID));
+    assert_eq!(
+        upstream_headers(s).iter().filter(|(k, _)| k.starts_with("x-envoy-peer")).count(),
+        2,
+        "replaced, not added"
+    );
+    assert_eq!(header(response_headers(s), "x-envoy-peer-metadata"), None);
+    assert_eq!(header(response_headers(s), "x-envoy-peer-metadata-id"), None);
+    let line = requests_line(
+        &r,
+        &[
+            ("reporter", "source"),
+            ("source_workload", "productpage-v1"),
+            ("destination_workload", "reviews-v1"),
+            ("destination_workload_namespace", "default"),
+            ("destination_canonical_service", "reviews"),
+            ("destination_canonical_revision", "v1"),
+            ("destination_app", "reviews"),
+            ("destination_cluster", "Kubernetes"),
+        ],
+    );
+    assert!(line.is_some(), "{}", r.prometheus);
+    // Our Wasm-era key set: the node's INTERCEPTION_MODE is not sent.
+    let sent = meshwasm_wire::istio::decode_peer_metadata(ours.as_bytes()).expect("decodes");
+    assert!(!sent.fields.contains_key("INTERCEPTION_MODE") && sent.fields.contains_key("WORKLOAD_NAME"));
+}
+
+/// A peer of the current native era (its key set: no ISTIO_VERSION,
+/// OWNER rebuilt, IDENTITY, REGION) fills the same labels.
+#[test]
+fn native_era_peers_are_read() {
+    let native = json!({
+        "NAME": "productpage-v1-6b746f74dc-9stvs",
+        "NAMESPACE": "default",
+        "WORKLOAD_NAME": "productpage-v1",
+        "CLUSTER_ID": "Kubernetes",
+        "IDENTITY": "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+        "REGION": "us-east1",
+        "OWNER": "kubernetes://apis/apps/v1/namespaces/default/deployments/productpage-v1",
+        "LABELS": {"app": "productpage", "version": "v1", "service.istio.io/canonical-name": "productpage", "service.istio.io/canonical-revision": "v1"}
+    });
+    let value = meshwasm_wire::istio::encode_peer_metadata(&meshwasm_wire::protobuf::struct_from_json(
+        native.as_object().expect("object"),
+    ));
+    let r = run(json!({
+        "plugins": plugins(json!({})),
+        "node": node(REVIEWS_ID, reviews_metadata()),
+        "direction": "inbound",
+        "streams": [inbound_request(&[("x-envoy-peer-metadata-id", PRODUCTPAGE_ID), ("x-envoy-peer-metadata", &value)])]
+    }));
+    assert_clean(&r);
+    let want = [
+        ("source_workload", "productpage-v1"),
+        ("source_canonical_service", "productpage"),
+        ("source_app", "productpage"),
+    ];
+    assert!(requests_line(&r, &want).is_some(), "{}", r.prometheus);
+}
+
+/// Hostile values: bad base64, base64 of something that is not a Struct,
+/// a 100 KB value past the cap, an empty one. Every request is answered,
+/// nothing traps, each cause has its counter, the peer stays unknown, and
+/// the headers never reach the application.
+#[test]
+fn hostile_headers_never_trap_and_are_counted() {
+    let huge = "A".repeat(100 * 1024);
+    let not_a_struct = meshwasm_wire::istio::base64_encode(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let cases = [
+        inbound_request(&[("x-envoy-peer-metadata-id", "a"), ("x-envoy-peer-metadata", "%%%not base64%%%")]),
+        inbound_request(&[("x-envoy-peer-metadata-id", "b"), ("x-envoy-peer-metadata", &not_a_struct)]),
+        inbound_request(&[("x-envoy-peer-metadata-id", "c"), ("x-envoy-peer-metadata", &huge)]),
+        inbound_request(&[("x-envoy-peer-metadata-id", "d"), ("x-envoy-peer-metadata", "")]),
+        inbound_request(&[("x-envoy-peer-metadata", "%%%"), ("x-envoy-peer-metadata", "again")]),
+    ];
+    let r = run(json!({
+        "plugins": plugins(json!({})),
+        "node": node(REVIEWS_ID, reviews_metadata()),
+        "direction": "inbound",
+        "streams": cases
+    }));
+    assert_clean(&r);
+    for s in &r.streams {
+        assert!(upstream_headers(s).iter().all(|(k, _)| k != "x-envoy-peer-metadata"), "{:?}", upstream_headers(s));
+    }
+    assert_eq!(counter(&r, "metadata_exchange.malformed_base64"), 2);
+    assert_eq!(counter(&r, "metadata_exchange.malformed_protobuf"), 1);
+    assert_eq!(counter(&r, "metadata_exchange.oversized"), 1);
+    assert_eq!(counter(&r, "metadata_exchange.metadata_added"), 0);
+    assert!(
+        requests_line(&r, &[("source_workload", "unknown")]).is_some_and(|l| l.ends_with(" 5")),
+        "{}",
+        r.prometheus
+    );
+}
+
+/// `trust: mtls_only`: over plaintext the peer is refused (counted) and
+/// none of ours is returned; over mTLS it is taken.
+#[test]
+fn mtls_only_takes_peers_over_mtls_only() {
+    let client = header_of(&productpage_metadata());
+    let mut plain =
+        inbound_request(&[("x-envoy-peer-metadata-id", PRODUCTPAGE_ID), ("x-envoy-peer-metadata", &client)]);
+    let mut mtls = plain.clone();
+    plain["connection"] = json!({});
+    mtls["connection"] = json!({
+        "mtls": true,
+        "peer_certificate": {"uri_sans": ["spiffe://cluster.local/ns/default/sa/bookinfo-productpage"]},
+        "local_certificate": {"uri_sans": ["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]}
+    });
+    let r = run(json!({
+        "plugins": plugins(json!({"trust": "mtls_only"})),
+        "node": node(REVIEWS_ID, reviews_metadata()),
+        "direction": "inbound",
+        "streams": [plain, mtls]
+    }));
+    assert_clean(&r);
+    assert_eq!(counter(&r, "metadata_exchange.untrusted_peer"), 1);
+    assert_eq!(counter(&r, "metadata_exchange.metadata_added"), 1);
+    assert_eq!(header(response_headers(&r.streams[0]), "x-envoy-peer-metadata"), None);
+    assert!(header(response_headers(&r.streams[1]), "x-envoy-peer-metadata").is_some());
+    assert!(requests_line(&r, &[("source_workload", "unknown")]).is_some());
+    assert!(requests_line(&r, &[("source_workload", "productpage-v1")]).is_some());
+}
+
+/// A bad configuration is refused at configure, the log naming the field;
+/// Istio's own configurations are accepted.
+#[test]
+fn bad_configuration_is_refused_naming_the_field() {
+    for (config, field) in [
+        (json!({"max_peer_cache_size": -1}), "max_peer_cache_size"),
+        (json!({"trust": "sometimes"}), "trust"),
+        (json!({"max_peer_cache_sise": 20}), "max_peer_cache_sise"),
+    ] {
+        let r = run(json!({
+            "plugins": [{"wasm": common::plugin_wasm("metadata_exchange"), "configuration": config}],
+            "streams": [inbound_request(&[])]
+        }));
+        assert!(!r.plugins[0].configured, "{config} was accepted");
+        let logged = r.logs.iter().any(|l| l.message.contains(&format!("`{field}`")));
+        assert!(logged, "{config}: no log naming `{field}`: {:#?}", r.logs);
+    }
+    for config in [json!({}), json!({"max_peer_cache_size": 20}), json!("")] {
+        let r = run(json!({
+            "plugins": [{"wasm": common::plugin_wasm("metadata_exchange"), "configuration": config}],
+            "streams": [inbound_request(&[])]
+        }));
+        assert!(r.plugins[0].configured, "{config}: {:#?}", r.logs);
+    }
+}

@@ -11,7 +11,10 @@
 //! of ABI calls) and the admin interface's stats. The result has the same
 //! shape as host-sim's, so the two engines can be compared.
 
-use host_sim_scenario::{http1_framing, prometheus, result, scenario};
+use host_sim_scenario::{http1_framing, result, scenario};
+// Only bootstrap's tests name the tag list through `crate::prometheus`.
+#[cfg(test)]
+use host_sim_scenario::prometheus;
 use meshwasm_wire::abi;
 
 mod bootstrap;

@@ -5,10 +5,12 @@
 //! A configuration is a JSON object read with protobuf's JSON mapping, the
 //! way Istio's plugins read theirs (protobuf's `JsonStringToMessage`, or
 //! Envoy converting a `typed_config` to the filter's proto): [`protojson`]
-//! has one serde helper per proto field kind. Config structs use
-//! `#[serde(deny_unknown_fields)]` so typos are errors too, and nested
-//! messages go through [`protojson::message`] / [`protojson::messages`] so
-//! that, like the top level, they must be objects.
+//! has one serde helper per proto field kind. Config structs keep the
+//! fields their proto does not have in a `#[serde(flatten)]`
+//! [`protojson::Unknown`] (ignored as Istio's parsers ignored them; the
+//! plugin logs and counts them, and refuses them under `strict`), and
+//! nested messages go through [`protojson::message`] /
+//! [`protojson::messages`] so that, like the top level, they must be objects.
 
 pub mod protojson;
 

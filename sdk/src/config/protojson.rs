@@ -25,11 +25,19 @@
 //!
 //! Field names are accepted as written in the proto (`stat_prefix`) or in
 //! lowerCamelCase (`statPrefix`, a serde `alias`); giving both is an error
-//! (serde's duplicate-field check). Where meshwasm is stricter than the
-//! legacy parser (a field given twice, a single value in place of a list,
-//! `null` inside a list, an enum number the proto does not define), the
-//! configuration is refused with the field named.
+//! (serde's duplicate-field check). A field the proto does not have is not
+//! an error: Istio's plugins parsed with `ignore_unknown_fields` (istio/proxy
+//! `extensions/attributegen/plugin.cc`; the stats plugin until it moved to
+//! field-by-field JSON lookups, which ignore other fields too), and Envoy,
+//! converting a filter's dynamic configuration, warns about unknown fields
+//! and ignores them (`MessageUtil::loadFromJson`). Messages keep those
+//! fields' names in an [`Unknown`] so the plugin can log and count them,
+//! and refuse them under its `strict` option. Where meshwasm is stricter
+//! than the legacy parser (a field given twice, a single value in place of
+//! a list, `null` inside a list, an enum value the proto does not define),
+//! the configuration is refused with the field named.
 
+use super::ConfigError;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -54,6 +62,52 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
             }
         }
         d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// The fields of a message that its proto does not have (use it as
+/// `#[serde(flatten)] unknown: Unknown`): their names, in order, values
+/// skipped unread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unknown(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Unknown {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Unknown;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unknown, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    map.next_value::<de::IgnoredAny>()?;
+                    names.push(name);
+                }
+                Ok(Unknown(names))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Unknown {
+    /// One error per unknown field of the message at `path` (`""` for the
+    /// whole configuration, else `metrics[0]`), naming it.
+    pub fn errors(&self, path: &str) -> impl Iterator<Item = ConfigError> + '_ {
+        self.errors_at(path.to_string())
+    }
+
+    /// [`errors`](Self::errors) with an owned path.
+    pub fn errors_at(&self, path: String) -> impl Iterator<Item = ConfigError> + '_ {
+        let prefix = if path.is_empty() { path } else { format!("{path}.") };
+        self.0.iter().map(move |name| {
+            ConfigError::new(
+                format!("{prefix}{name}"),
+                "unknown field, ignored (as protobuf's JSON parser ignored it for Istio)",
+            )
+        })
     }
 }
 
@@ -280,6 +334,11 @@ pub trait ProtoEnum: Copy + Default + 'static {
     /// What it is, for errors (`metric type`).
     const WHAT: &'static str;
     const VALUES: &'static [(&'static str, i32, Self)];
+    /// Whether a name that matches no value is tried again in upper case
+    /// (protobuf's `case_insensitive_enum_parsing`, which Envoy turns on
+    /// when it converts a filter's configuration, `MessageUtil::loadFromJson`;
+    /// off in `JsonStringToMessage`'s defaults, as Istio's Wasm plugins used it).
+    const CASE_INSENSITIVE: bool = false;
 }
 
 /// An enum field (use it in the enum's `Deserialize` impl): the name, the
@@ -309,6 +368,12 @@ pub fn enumeration<'de, D: Deserializer<'de>, T: ProtoEnum>(d: D) -> Result<T, D
         fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
             if let Some((_, _, v)) = T::VALUES.iter().find(|(n, _, _)| *n == s) {
                 return Ok(*v);
+            }
+            if T::CASE_INSENSITIVE {
+                let upper = s.to_ascii_uppercase();
+                if let Some((_, _, v)) = T::VALUES.iter().find(|(n, _, _)| *n == upper) {
+                    return Ok(*v);
+                }
             }
             match s.parse::<i32>() {
                 Ok(n) => Self::by_number(i64::from(n)),
@@ -498,8 +563,74 @@ mod tests {
         let e = read(|d| enumeration::<_, Color>(d), "\"BLUE\"").unwrap_err();
         assert!(e.contains("unknown color `BLUE`") && e.contains("GREEN (1)"), "{e}");
         assert!(read(|d| enumeration::<_, Color>(d), "2").unwrap_err().contains("unknown color number 2"));
-        assert!(read(|d| enumeration::<_, Color>(d), "\"green\"").is_err(), "names are case-sensitive");
+        assert!(read(|d| enumeration::<_, Color>(d), "\"green\"").is_err(), "case-sensitive by default");
         assert!(read(|d| enumeration::<_, Color>(d), "true").is_err());
+    }
+
+    #[derive(Clone, Copy, Debug, Default, PartialEq)]
+    enum Mode {
+        #[default]
+        Off,
+        ServerGateway,
+    }
+    impl ProtoEnum for Mode {
+        const WHAT: &'static str = "mode";
+        const VALUES: &'static [(&'static str, i32, Self)] =
+            &[("OFF", 0, Mode::Off), ("SERVER_GATEWAY", 1, Mode::ServerGateway)];
+        const CASE_INSENSITIVE: bool = true;
+    }
+
+    /// As protobuf with `case_insensitive_enum_parsing`: the name upper-cased.
+    #[test]
+    fn case_insensitive_enums() {
+        for json in ["\"SERVER_GATEWAY\"", "\"server_gateway\"", "\"Server_Gateway\"", "1"] {
+            assert_eq!(read(|d| enumeration::<_, Mode>(d), json), Ok(Mode::ServerGateway), "{json}");
+        }
+        assert!(read(|d| enumeration::<_, Mode>(d), "\"servergateway\"").is_err(), "only the case is ignored");
+        assert!(read(|d| enumeration::<_, Mode>(d), "\"server-gateway\"").is_err());
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Inner {
+        #[serde(deserialize_with = "string")]
+        name: String,
+        #[serde(flatten)]
+        unknown: Unknown,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Outer {
+        #[serde(alias = "statPrefix", deserialize_with = "string")]
+        stat_prefix: String,
+        #[serde(deserialize_with = "messages")]
+        items: Vec<Inner>,
+        #[serde(flatten)]
+        unknown: Unknown,
+    }
+
+    /// Unknown fields are kept by name, values unread (any JSON), at every
+    /// level; known fields keep their checks (types, duplicates).
+    #[test]
+    fn unknown_fields_are_collected() {
+        let o: Outer = crate::config::parse(
+            br#"{"x":{"deep":[1,{"a":null}]},"statPrefix":"p","items":[{"name":"a","y":1,"z":"s"},{"name":"b"}],"w":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(o.stat_prefix, "p");
+        assert_eq!(o.unknown, Unknown(vec!["x".into(), "w".into()]));
+        assert_eq!(o.items[0].name, "a");
+        assert_eq!(o.items[0].unknown.0, ["y", "z"]);
+        assert!(o.items[1].unknown.0.is_empty());
+        let paths: Vec<String> =
+            o.unknown.errors("").chain(o.items[0].unknown.errors("items[0]")).map(|e| e.path).collect();
+        assert_eq!(paths, ["x", "w", "items[0].y", "items[0].z"]);
+        let e = crate::config::parse::<Outer>(br#"{"items":[{"name":1,"y":1}]}"#).unwrap_err();
+        assert_eq!(e.path, "items[0].name");
+        let e = crate::config::parse::<Outer>(br#"{"stat_prefix":"a","statPrefix":"b"}"#).unwrap_err();
+        assert!(e.message.contains("duplicate field"), "{e}");
+        assert!(crate::config::parse::<Outer>(br#"[1]"#).is_err(), "still an object only");
     }
 
     #[test]

@@ -69,8 +69,9 @@ impl SeriesBudget {
     }
 }
 
-/// Metric ids of one metric by label set (the [`StatNaming::series_key`](super::StatNaming::series_key) of
-/// its values), so `proxy_define_metric` runs once per series, with an
+/// Metric ids of one metric by label set (keyed by the caller; the stats
+/// plugin uses the [`StatNaming::series_key`](super::StatNaming::series_key)
+/// of its sanitized, cut values), so `proxy_define_metric` runs once per series, with an
 /// optional cap on the number of distinct label sets. Past the cap, new
 /// label sets go to one overflow series (every label `overflow`).
 #[derive(Clone, Debug, Default)]

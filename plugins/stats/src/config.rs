@@ -6,12 +6,18 @@
 //! `strict`).
 //!
 //! What protobuf's parser refuses is refused here, naming the field:
-//! unknown fields, ill-typed values, unknown enum names, bad durations, a
-//! configuration or nested message that is not an object. Semantic checks
-//! (CEL, names) happen when the core is built (`metrics::Stats::new`):
-//! what Istio tolerated there is logged and counted, unless `strict`.
+//! ill-typed values, unknown enum names, bad durations, a configuration or
+//! nested message that is not an object. Enum names are also taken in any
+//! case (`"server_gateway"`), as Envoy converts the native filter's
+//! configuration with `case_insensitive_enum_parsing`. Unknown fields are
+//! kept by name ([`PluginConfig::unknown_fields`]): Envoy warns about them
+//! and ignores them in dynamic configuration, and Istio's Wasm plugin never
+//! looked at them. Semantic checks (CEL, names) and the unknown fields are
+//! handled when the core is built (`metrics::Stats::new`): what Istio
+//! tolerated is logged and counted, unless `strict`.
 
-use meshwasm_sdk::config::protojson::{self, ProtoEnum};
+use meshwasm_sdk::config::protojson::{self, ProtoEnum, Unknown};
+use meshwasm_sdk::config::ConfigError;
 use serde::de::Deserializer;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -28,7 +34,7 @@ pub const DEFAULT_MAX_SERIES_PER_METRIC: u64 = 10_000;
 
 /// Istio's `stats.PluginConfig`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PluginConfig {
     /// Deprecated in Istio; accepted, ignored.
     #[serde(deserialize_with = "protojson::bool")]
@@ -89,12 +95,26 @@ pub struct PluginConfig {
     /// 0 = unbounded.
     #[serde(alias = "maxSeriesBytes", deserialize_with = "proto_uint")]
     pub max_series_bytes: Option<u64>,
+    /// Fields `stats.PluginConfig` does not have.
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+impl PluginConfig {
+    /// One error per unknown field, at any level, naming it
+    /// (`metrics[0].dimension`).
+    pub fn unknown_fields(&self) -> Vec<ConfigError> {
+        let metrics = self.metrics.iter().enumerate().flat_map(|(i, m)| m.unknown.errors_at(format!("metrics[{i}]")));
+        let definitions =
+            self.definitions.iter().enumerate().flat_map(|(i, d)| d.unknown.errors_at(format!("definitions[{i}]")));
+        self.unknown.errors("").chain(metrics).chain(definitions).collect()
+    }
 }
 
 /// Istio's `stats.MetricConfig`: an override of one metric (`name`) or of
 /// all (`name` empty).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct MetricConfig {
     /// Label name → CEL expression giving its value.
     #[serde(deserialize_with = "protojson::string_map")]
@@ -111,11 +131,13 @@ pub struct MetricConfig {
     /// Do not emit the metric(s).
     #[serde(deserialize_with = "protojson::bool")]
     pub drop: bool,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// Istio's `stats.MetricDefinition`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct MetricDefinition {
     /// Metric name without the prefix (`get_calls` → `istio_get_calls`).
     #[serde(deserialize_with = "protojson::string")]
@@ -125,6 +147,8 @@ pub struct MetricDefinition {
     pub value: String,
     #[serde(rename = "type")]
     pub kind: MetricKind,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// Istio's `stats.MetricType`.
@@ -162,12 +186,14 @@ impl ProtoEnum for MetricKind {
         ("GAUGE", 1, MetricKind::Gauge),
         ("HISTOGRAM", 2, MetricKind::Histogram),
     ];
+    const CASE_INSENSITIVE: bool = true;
 }
 
 impl ProtoEnum for ReporterConfig {
     const WHAT: &'static str = "reporter";
     const VALUES: &'static [(&'static str, i32, Self)] =
         &[("UNSPECIFIED", 0, ReporterConfig::Unspecified), ("SERVER_GATEWAY", 1, ReporterConfig::ServerGateway)];
+    const CASE_INSENSITIVE: bool = true;
 }
 
 impl ProtoEnum for MetadataMode {
@@ -177,6 +203,7 @@ impl ProtoEnum for MetadataMode {
         ("UPSTREAM_HOST_METADATA_MODE", 1, MetadataMode::UpstreamHostMetadata),
         ("CLUSTER_METADATA_MODE", 2, MetadataMode::ClusterMetadata),
     ];
+    const CASE_INSENSITIVE: bool = true;
 }
 
 impl<'de> Deserialize<'de> for MetricKind {
@@ -276,15 +303,37 @@ mod tests {
         assert_eq!(c.graceful_deletion_interval, Some(60_000));
     }
 
+    /// Envoy parses the native filter's configuration with
+    /// `case_insensitive_enum_parsing`: a lower-case name is upper-cased.
+    #[test]
+    fn enum_names_in_any_case() {
+        let c: PluginConfig =
+            parse(br#"{"reporter":"server_gateway","metadata_mode":"Cluster_Metadata_Mode","definitions":[{"type":"gauge"}]}"#)
+                .unwrap();
+        assert_eq!(c.reporter, ReporterConfig::ServerGateway);
+        assert_eq!(c.metadata_mode, MetadataMode::ClusterMetadata);
+        assert_eq!(c.definitions[0].kind, MetricKind::Gauge);
+    }
+
+    /// Unknown fields parse (values of any type, at any level) and are
+    /// listed by path, for `Stats::new` to tolerate or, with `strict`, refuse.
+    #[test]
+    fn unknown_fields_are_listed() {
+        let c: PluginConfig = parse(
+            br#"{"metrix":[],"stat_prefix":"p","metrics":[{"name":"requests_total","dimension":{"a":1}},{"drop":true}],
+                "definitions":[{"name":"x","value":"1","unit":"s"}],"future":{"x":[null]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.stat_prefix, "p");
+        assert_eq!(c.metrics[0].name, "requests_total");
+        let paths: Vec<String> = c.unknown_fields().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["metrix", "future", "metrics[0].dimension", "definitions[0].unit"]);
+        assert!(parse::<PluginConfig>(b"{}").unwrap().unknown_fields().is_empty());
+    }
+
     #[test]
     fn bad_configs_name_the_field() {
         let cases: &[(&[u8], &str, &str)] = &[
-            (br#"{"metrix":[]}"#, "metrix", "unknown field `metrix`"),
-            (
-                br#"{"metrics":[{"name":"requests_total","dimension":{}}]}"#,
-                "metrics[0].dimension",
-                "unknown field `dimension`",
-            ),
             (br#"{"metrics":[{"dimensions":{"a":1}}]}"#, "metrics[0].dimensions.a", "expected a string"),
             (
                 br#"{"metrics":[{"tags_to_remove":"request_protocol"}]}"#,
@@ -310,7 +359,7 @@ mod tests {
             (br#"{"max_series_per_metric":"1.5"}"#, "max_series_per_metric", "fractional part"),
             (br#"{"max_peer_cache_size":" 5"}"#, "max_peer_cache_size", "invalid integer"),
             (br#"{"tcp_reporting_duration":"-1s"}"#, "tcp_reporting_duration", "invalid duration"),
-            (br#"{"reporter":"server_gateway"}"#, "reporter", "unknown reporter"),
+            (br#"{"reporter":"server-gateway"}"#, "reporter", "unknown reporter"),
             (br#"{"metrics":[["requests_total"]]}"#, "metrics[0]", "expected a JSON object"),
             (br#"{"definitions":{"name":"x"}}"#, "definitions", "expected a sequence"),
             (br#"{"metrics":[{"dimensions":{"a":"x","a":"y"}}]}"#, "metrics[0].dimensions", "duplicate key `a`"),

@@ -131,15 +131,15 @@ impl<E: Expression> Stats<E> {
         reporter: Reporter,
         local: WorkloadInfo,
     ) -> Result<(Self, Vec<String>, Vec<ConfigError>), ConfigError> {
-        let to_usize = |n: Option<u64>, default: usize| n.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        // A bound past the address space is no bound.
+        let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let naming = StatNaming::new(&config.stat_prefix, &config.field_separator, &config.value_separator)
-            .with_max_value_bytes(to_usize(config.max_label_value_bytes, DEFAULT_MAX_LABEL_VALUE_BYTES));
-        let budget = SeriesBudget::new(to_usize(config.max_series_bytes, DEFAULT_MAX_SERIES_BYTES));
+            .with_max_value_bytes(config.max_label_value_bytes.map_or(DEFAULT_MAX_LABEL_VALUE_BYTES, to_usize));
+        let budget = SeriesBudget::new(config.max_series_bytes.map_or(DEFAULT_MAX_SERIES_BYTES, to_usize));
         if naming.field_separator == naming.value_separator {
             return Err(ConfigError::new("value_separator", "must differ from field_separator"));
         }
-        let max_series = config.max_series_per_metric.unwrap_or(DEFAULT_MAX_SERIES_PER_METRIC);
-        let max_series = usize::try_from(max_series).unwrap_or(usize::MAX);
+        let max_series = to_usize(config.max_series_per_metric.unwrap_or(DEFAULT_MAX_SERIES_PER_METRIC));
         let mut warnings = Vec::new();
         let mut tolerated: Vec<ConfigError> = Vec::new();
         let mut tolerate = |e: ConfigError| {
@@ -149,6 +149,11 @@ impl<E: Expression> Stats<E> {
             tolerated.push(e);
             Ok(())
         };
+        // Fields stats.PluginConfig does not have: Envoy warns and ignores
+        // them in dynamic configuration (MessageUtil::loadFromJson).
+        for e in config.unknown_fields() {
+            tolerate(e)?;
+        }
         let mut metrics: Vec<Metric> = STANDARD_METRICS
             .iter()
             .map(|(name, kind, value, labels)| Metric {
@@ -325,7 +330,14 @@ impl<E: Expression> Stats<E> {
     /// way Istio's bootstrap tag regexes (`(component\.(.+?)\.)`,
     /// `(tag\.(.+?);\.)`) extract.
     pub fn build_stat_name(&self) -> String {
-        let version = or_unknown(&self.local.istio_version).replace(';', "_");
+        // The lazy `(.+?);\.` ends the version at its first `;.`, stops at
+        // a line break, and Envoy drops a tag's trailing dots: whatever the
+        // node metadata says, the version goes through the label value rule
+        // with `;.` as the field separator (the value separator only needs
+        // to leave dots alone).
+        let naming = StatNaming::new("", ";.", "=.=");
+        let version = naming.sanitize(or_unknown(&self.local.istio_version));
+        let version = if version.is_empty() { UNKNOWN } else { &version };
         format!("component.proxy.tag.{version};.{}", self.naming.metric_name("build"))
     }
 
@@ -401,17 +413,9 @@ impl<E: Expression> Stats<E> {
                 .collect();
             let naming = &self.naming;
             // The values are sanitized already (`bound_label_values`, or the
-            // clean `unknown`), so the key is their plain join: unambiguous,
-            // as no value contains the field separator. The stat name is
+            // clean `unknown`), as `series_key` requires. The stat name is
             // still built through `stat_name`, which sanitizes.
-            let fs = naming.field_separator.as_str();
-            let mut key = String::with_capacity(labels.iter().map(|(_, v)| v.len() + fs.len()).sum());
-            for (i, (_, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    key.push_str(fs);
-                }
-                key.push_str(v);
-            }
+            let key = naming.series_key(labels.iter().map(|(_, v)| *v));
             let (kind, full_name) = (m.kind, &m.full_name);
             // The stat name's length without building it: label names and
             // separators, the key's values (the key less its separators),
@@ -540,6 +544,36 @@ mod tests {
         assert_eq!(sink.counter(sink.one("mesh_neg")), Some(0));
         // istio_build follows Istio's bootstrap regexes.
         assert_eq!(s.build_stat_name(), "component.proxy.tag.1.16.0;.mesh_build");
+    }
+
+    /// istio_build's version from the node metadata cannot break Istio's
+    /// `(tag\.(.+?);\.)`: the tag is what follows `component.proxy.tag.` up
+    /// to the first `;.`, on one line, without trailing dots (Envoy drops
+    /// them), and the metric name stays `<prefix>_build`.
+    #[test]
+    fn build_stat_name_is_safe_for_any_version() {
+        let c: PluginConfig = parse(b"{}").unwrap();
+        for (version, tag) in [
+            ("1.24.0", "1.24.0"),
+            ("1.24.0;", "1.24.0;"),
+            ("", "unknown"),
+            ("1.2;.evil", "1.2_evil"),
+            ("1.2\nx", "1.2_x"),
+            ("1.2.", "1.2"),
+            ("...", "unknown"),
+            ("a;", "a;"),
+            ("\u{2028};.;.", "___"),
+        ] {
+            let mut local = local();
+            local.istio_version = version.into();
+            let (s, _, _) = Stats::<Fake>::new(&c, Reporter::Destination, local).unwrap();
+            let name = s.build_stat_name();
+            let rest = name.strip_prefix("component.proxy.tag.").unwrap();
+            let end = rest.find(";.").unwrap();
+            assert_eq!(&rest[..end], tag, "{version:?}: {name:?}");
+            assert_eq!(&rest[end + 2..], "istio_build", "{version:?}: {name:?}");
+            assert!(!name.contains(['\n', '\r', '\u{2028}']), "{name:?}");
+        }
     }
 
     #[test]

@@ -183,19 +183,24 @@ impl Context for StatsRoot {}
 impl RootContext for StatsRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(bytes) = host::plugin_configuration_or_log("stats") else { return false };
+        // Defined at every configure, so it reads 0 when nothing was wrong,
+        // and before parsing, so a refused configuration counts too.
+        let config_errors = host::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();
+        let refuse = |e: &dyn std::fmt::Display| {
+            if let Some(id) = config_errors {
+                let _ = host::increment_metric(id, 1);
+            }
+            log::error(&format!("stats: {e}"));
+            false
+        };
         let config: PluginConfig = match meshwasm_sdk::config::parse(&bytes) {
             Ok(c) => c,
-            Err(e) => {
-                log::error(&format!("stats: {e}"));
-                return false;
-            }
+            Err(e) => return refuse(&e),
         };
         let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
         let fixed = Reporter::fixed(config.reporter, &root_id);
         let direction = property_i64(&["xds", "listener_direction"]);
         let reporter = Reporter::choose(config.reporter, &root_id, direction);
-        // Defined at every configure, so it reads 0 when nothing was wrong.
-        let config_errors = host::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();
         match Stats::<Cel>::new(&config, reporter, local_workload()) {
             Ok((stats, warnings, tolerated)) => {
                 for w in warnings {
@@ -221,10 +226,7 @@ impl RootContext for StatsRoot {
                 };
                 true
             }
-            Err(e) => {
-                log::error(&format!("stats: {e}"));
-                false
-            }
+            Err(e) => refuse(&e),
         }
     }
 

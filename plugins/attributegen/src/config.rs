@@ -5,18 +5,26 @@
 //! compiled into the [`AttributeGen`] rules; every error names its field
 //! (`attributes[0].match[1].condition`).
 //!
-//! What protobuf's parser refuses is refused. What Istio's plugin accepted
-//! but could not use is tolerated as it was (istio/proxy
-//! `extensions/attributegen/plugin.cc`, `onConfigure`): a condition that
-//! does not compile leaves the plugin with no attribute to generate (Istio
-//! cleared every generator, counted a config error and went on); an
-//! attribute without `output_attribute` is skipped. Each is listed in
-//! [`AttributeGen::tolerated`] for the shell to log and count; with
-//! `strict` the first one refuses the configuration.
+//! What protobuf's parser refuses is refused (Istio's plugin logged it,
+//! counted it and ran with nothing to generate; meshwasm refuses the
+//! configuration, so a typo cannot pass unnoticed). What Istio's plugin
+//! accepted is accepted (istio/proxy `extensions/attributegen/plugin.cc`,
+//! `onConfigure`):
+//! * unknown fields: Istio parsed with `ignore_unknown_fields`; ignored;
+//! * a condition that does not compile: Istio stopped at the first one,
+//!   cleared every generator, counted one config error and went on; so
+//!   does meshwasm (later conditions are not compiled);
+//! * an attribute without `output_attribute`: Istio kept it (and could not
+//!   set an attribute with no name); meshwasm skips it.
+//!
+//! Each is listed in [`AttributeGen::tolerated`] for the shell to log; the
+//! shell counts one config error per configuration that has any, as Istio
+//! counted one per failed configure. With `strict` the first one refuses
+//! the configuration.
 
 use crate::rules::{AttributeGen, Generator, Match};
 use meshwasm_sdk::cel::Expression;
-use meshwasm_sdk::config::protojson::{self, ProtoEnum};
+use meshwasm_sdk::config::protojson::{self, ProtoEnum, Unknown};
 use meshwasm_sdk::config::{self, ConfigError};
 use serde::de::Deserializer;
 use serde::Deserialize;
@@ -51,7 +59,6 @@ impl<'de> Deserialize<'de> for Phase {
 /// Istio's `istio.attributegen.PluginConfig`, with protobuf JSON's field
 /// names (`output_attribute` or `outputAttribute`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Logs each attribute set (debug level).
     #[serde(default, deserialize_with = "protojson::bool")]
@@ -62,10 +69,11 @@ pub struct PluginConfig {
     /// naming the field (by default such errors are logged and counted).
     #[serde(default, deserialize_with = "protojson::bool")]
     pub strict: bool,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AttributeGeneration {
     #[serde(default)]
     pub phase: Phase,
@@ -73,15 +81,18 @@ pub struct AttributeGeneration {
     pub output_attribute: String,
     #[serde(default, rename = "match", deserialize_with = "protojson::messages")]
     pub matches: Vec<MatchConfig>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     #[serde(default, deserialize_with = "protojson::string")]
     pub condition: String,
     #[serde(default, deserialize_with = "protojson::string")]
     pub value: String,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 impl AttributeGen {
@@ -98,9 +109,22 @@ impl AttributeGen {
             tolerated.push(e);
             Ok(())
         };
+        for e in cfg.unknown.errors("") {
+            tolerate(e)?;
+        }
+        for (i, a) in cfg.attributes.iter().enumerate() {
+            for e in a.unknown.errors_at(format!("attributes[{i}]")) {
+                tolerate(e)?;
+            }
+            for (j, m) in a.matches.iter().enumerate() {
+                for e in m.unknown.errors_at(format!("attributes[{i}].match[{j}]")) {
+                    tolerate(e)?;
+                }
+            }
+        }
         let mut generators = Vec::with_capacity(cfg.attributes.len());
         let mut uncompiled = false;
-        for (i, a) in cfg.attributes.into_iter().enumerate() {
+        'attributes: for (i, a) in cfg.attributes.into_iter().enumerate() {
             if a.output_attribute.is_empty() {
                 tolerate(ConfigError::new(
                     format!("attributes[{i}].output_attribute"),
@@ -120,8 +144,10 @@ impl AttributeGen {
                                 format!("attributes[{i}].match[{j}].condition"),
                                 format!("bad CEL: {e}; as in Istio, no attribute is generated"),
                             ))?;
+                            // Istio stopped at the first (initAttributeGen
+                            // returned false).
                             uncompiled = true;
-                            continue;
+                            break 'attributes;
                         }
                     }
                 };
@@ -176,10 +202,24 @@ mod tests {
         assert!(AttributeGen::from_config(br#"{"attributes":null,"debug":null}"#).unwrap().generators.is_empty());
     }
 
+    /// Istio parsed with `ignore_unknown_fields`: unknown fields, at any
+    /// level, are ignored (listed to be logged), refused with `strict`.
+    #[test]
+    fn unknown_fields_are_tolerated() {
+        let cfg =
+            r#"{"attributes":[{"output_attribute":"a","matches":[],"match":[{"value":"v","when":1}]}],"extra":{}}"#;
+        let ag = AttributeGen::from_config(cfg.as_bytes()).unwrap();
+        let paths: Vec<&str> = ag.tolerated.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["extra", "attributes[0].matches", "attributes[0].match[0].when"]);
+        assert!(ag.tolerated[0].message.contains("unknown field"), "{}", ag.tolerated[0]);
+        assert_eq!(ag.generators.len(), 1, "the rest of the configuration is in force");
+        assert_eq!(ag.run(Phase::AfterResponse, &BTreeMap::new())[0], Outcome::Set { attribute: "a", value: "v" });
+        let e = err(&cfg.replacen('{', r#"{"strict":true,"#, 1));
+        assert_eq!(e.path, "extra");
+    }
+
     #[test]
     fn bad_configs_name_the_field() {
-        let e = err(r#"{"attributes":[{"output_attribute":"a","matches":[]}]}"#);
-        assert!(e.message.contains("unknown field `matches`"), "{e}");
         let e = err(r#"{"attributes":[{"output_attribute":"a","match":[{"value":1}]}]}"#);
         assert_eq!(e.path, "attributes[0].match[0].value");
         let e = err(r#"{"attributes":[{"output_attribute":7}]}"#);
@@ -227,6 +267,11 @@ mod tests {
         let ag = AttributeGen::from_config(format!("{{{bad_condition}}}").as_bytes()).unwrap();
         assert!(ag.generators.is_empty(), "as in Istio, one bad condition disables every attribute");
         assert_eq!(ag.tolerated.len(), 1);
+        // Istio stopped at the first bad condition: one error, not two.
+        let two_bad = r#"{"attributes":[{"output_attribute":"a","match":[{"value":"v","condition":"("},{"value":"w","condition":")"}]}]}"#;
+        let first_only = AttributeGen::from_config(two_bad.as_bytes()).unwrap();
+        assert_eq!(first_only.tolerated.len(), 1, "{:?}", first_only.tolerated);
+        assert_eq!(first_only.tolerated[0].path, "attributes[0].match[0].condition");
         assert_eq!(ag.tolerated[0].path, "attributes[1].match[0].condition");
         assert!(ag.tolerated[0].message.starts_with("bad CEL: "), "{}", ag.tolerated[0]);
         let e = err(&format!(r#"{{"strict":true,{bad_condition}}}"#));

@@ -47,15 +47,14 @@ impl RootContext for Root {
         let runtime_errors = host::define_metric(MetricType::Counter, RUNTIME_ERRORS).ok();
         match AttributeGen::from_config(&config) {
             Ok(gen) => {
-                // What Istio's plugin accepted but could not use: logged with
-                // the field and counted, as Istio counted its config errors.
+                // What Istio's plugin accepted but could not use: each logged
+                // with its field; counted once per configuration, as Istio
+                // counted one config error per failed configure.
                 for e in &gen.tolerated {
                     log(LogLevel::Error, &e.to_string());
                 }
-                if let (Some(id), Ok(n)) = (config_errors, i64::try_from(gen.tolerated.len())) {
-                    if n > 0 {
-                        let _ = host::increment_metric(id, n);
-                    }
+                if let (Some(id), false) = (config_errors, gen.tolerated.is_empty()) {
+                    let _ = host::increment_metric(id, 1);
                 }
                 if gen.debug {
                     for g in &gen.generators {

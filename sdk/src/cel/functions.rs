@@ -7,46 +7,66 @@ use super::*;
 /// known at run time are added while there is room.
 const CACHE_CAPACITY: usize = 256;
 
-type Compiled = Result<Rc<regex_lite::Regex>, String>;
+/// A compiled regex and its size class: the smallest of [`SIZE_CLASSES`]
+/// its program fits in, what a match is charged per byte of input.
+type Compiled = Result<(Rc<regex_lite::Regex>, u64), String>;
 
 thread_local! {
     static CACHE: RefCell<HashMap<String, Compiled>> = RefCell::new(HashMap::new());
 }
+
+/// The size limits a pattern is compiled under, smallest first (regex-lite
+/// does not report a program's size, only whether it fits): a typical
+/// pattern compiles once, the largest four times.
+const SIZE_CLASSES: [usize; 4] = [512, 2048, 8192, MAX_REGEX_SIZE];
 
 /// The largest compiled regex (regex-lite's size, in bytes) `matches`
 /// accepts. Matching is linear in the input and also in this size: measured
 /// natively on a 60,000-byte input with patterns that keep many states live,
 /// ~33 µs per byte of size (`[a-z]{100}x`, 4,144 bytes: 80 ms;
 /// `[a-z]{1000}x`, 40,144 bytes: 1.0 s; `(?:a{50}){50}x`, 80,144 bytes:
-/// 2.6 s), so this bounds one match at about half a second there. Real
+/// 2.6 s), so this bounds one match at about half a second there, and
+/// [`super::MAX_MATCH_WORK`] all of an evaluation's matches together. Real
 /// patterns fit (Istio's seed `^/shelves/[[:alnum:]]*/books/[[:alnum:]]*$`:
 /// 880 bytes; a UUID path pattern with `[^/]{1,128}`: 13,600) and anchored
 /// ones fail fast. Envoy's own CEL is stricter (RE2 program size 100).
 pub const MAX_REGEX_SIZE: usize = 16 * 1024;
 
 fn compile(pattern: &str) -> Compiled {
-    regex_lite::RegexBuilder::new(pattern).size_limit(MAX_REGEX_SIZE).build().map(Rc::new).map_err(|e| {
-        let why = e.to_string().replace('\n', " ");
-        if why.contains("size limit") {
-            format!("invalid regex '{pattern}': {why} of {MAX_REGEX_SIZE} bytes (matching time grows with it)")
-        } else {
-            format!("invalid regex '{pattern}': {why}")
+    let mut last = String::new();
+    for class in SIZE_CLASSES {
+        match regex_lite::RegexBuilder::new(pattern).size_limit(class).build() {
+            Ok(re) => return Ok((Rc::new(re), class as u64)),
+            Err(e) => {
+                let why = e.to_string().replace('\n', " ");
+                if !why.contains("size limit") {
+                    return Err(format!("invalid regex '{pattern}': {why}"));
+                }
+                last = why;
+            }
         }
-    })
+    }
+    Err(format!("invalid regex '{pattern}': {last} of {MAX_REGEX_SIZE} bytes (matching time grows with it)"))
 }
 
-/// The compiled regex for `pattern`, from the cache when it is there.
-pub(super) fn get(pattern: &str, pin: bool) -> Compiled {
+/// The compiled regex for `pattern`, from the cache when it is there. A
+/// compile at run time (`pin` false) is charged to the evaluation's regex
+/// work, as matching 1 KiB with it would be.
+pub(super) fn get(pattern: &str, pin: bool) -> Result<Compiled, ExecutionError> {
     CACHE.with(|cache| {
         if let Some(hit) = cache.borrow().get(pattern) {
-            return hit.clone();
+            return Ok(hit.clone());
         }
         let compiled = compile(pattern);
+        if !pin {
+            let class = compiled.as_ref().map_or(MAX_REGEX_SIZE as u64, |(_, c)| *c);
+            super::budget::charge_match(class * 1024)?;
+        }
         let mut cache = cache.borrow_mut();
         if pin || cache.len() < CACHE_CAPACITY {
             cache.insert(pattern.to_string(), compiled.clone());
         }
-        compiled
+        Ok(compiled)
     })
 }
 
@@ -61,7 +81,7 @@ pub(super) fn precompile(e: &IdedExpr) -> Result<(), String> {
     let mut result = Ok(());
     visit(e, &mut |call_args: &[&IdedExpr]| {
         if let Some(IdedExpr { expr: Expr::Literal(LiteralValue::String(p)), .. }) = call_args.last() {
-            if let Err(err) = get(p.inner(), true) {
+            if let Ok(Err(err)) = get(p.inner(), true) {
                 if result.is_ok() {
                     result = Err(err);
                 }
@@ -73,47 +93,27 @@ pub(super) fn precompile(e: &IdedExpr) -> Result<(), String> {
 
 /// Calls `f` with the arguments (target first) of every `matches` call.
 fn visit(e: &IdedExpr, f: &mut dyn FnMut(&[&IdedExpr])) {
-    let mut children: Vec<&IdedExpr> = Vec::new();
-    match &e.expr {
-        Expr::Call(c) => {
-            if c.func_name == "matches" {
-                let args: Vec<&IdedExpr> = c.target.as_deref().into_iter().chain(c.args.iter()).collect();
-                if args.len() == 2 {
-                    f(&args);
-                }
-            }
-            children.extend(c.target.as_deref());
-            children.extend(c.args.iter());
-        }
-        Expr::Select(s) => children.push(&s.operand),
-        Expr::Comprehension(c) => children.extend([&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]),
-        Expr::List(l) => children.extend(l.elements.iter()),
-        Expr::Map(m) => {
-            for entry in &m.entries {
-                if let EntryExpr::MapEntry(me) = &entry.expr {
-                    children.push(&me.key);
-                    children.push(&me.value);
-                }
+    if let Expr::Call(c) = &e.expr {
+        if c.func_name == "matches" {
+            let args: Vec<&IdedExpr> = c.target.as_deref().into_iter().chain(c.args.iter()).collect();
+            if args.len() == 2 {
+                f(&args);
             }
         }
-        Expr::Struct(s) => {
-            for entry in &s.entries {
-                match &entry.expr {
-                    EntryExpr::StructField(fe) => children.push(&fe.value),
-                    EntryExpr::MapEntry(me) => children.extend([&me.key, &me.value]),
-                }
-            }
-        }
-        _ => {}
     }
-    for c in children {
+    for c in super::limits::children(e) {
         visit(c, f);
     }
 }
 
 fn matches(this: &CelString, re: &CelString) -> Result<CelBool, ExecutionError> {
-    match get(re.inner(), false) {
-        Ok(compiled) => Ok(CelBool::from(compiled.is_match(this.inner()))),
+    match get(re.inner(), false)? {
+        Ok((compiled, class)) => {
+            // Charged before matching: a match costs its input times the
+            // program's size (MAX_REGEX_SIZE).
+            super::budget::charge_match((this.inner().len() as u64).max(1).saturating_mul(class))?;
+            Ok(CelBool::from(compiled.is_match(this.inner())))
+        }
         Err(message) => Err(ExecutionError::FunctionError { function: "matches".into(), message }),
     }
 }

@@ -18,6 +18,8 @@
 //! The numbers are in docs/cel.md ("Limits"), with the measurements behind
 //! them.
 
+use super::budget;
+use cel::common::ast::operators::{ADD, CONDITIONAL};
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr};
 use cel::common::value::CowVal;
 use cel::ExecutionError;
@@ -314,8 +316,10 @@ fn skip_number(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The children of an AST node (comprehension parts first to last).
-fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+/// The children of an AST node, in evaluation order (comprehension parts
+/// first to last). Every walk over the AST goes through this or
+/// [`children_mut`], so a new node kind is handled in one place.
+pub(super) fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
     let mut out: Vec<&IdedExpr> = Vec::new();
     match &e.expr {
         Expr::Call(c) => {
@@ -328,8 +332,7 @@ fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
         Expr::Map(m) => {
             for entry in &m.entries {
                 if let EntryExpr::MapEntry(me) = &entry.expr {
-                    out.push(&me.key);
-                    out.push(&me.value);
+                    out.extend([&me.key, &me.value]);
                 }
             }
         }
@@ -338,6 +341,39 @@ fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
                 match &entry.expr {
                     EntryExpr::StructField(fe) => out.push(&fe.value),
                     EntryExpr::MapEntry(me) => out.extend([&me.key, &me.value]),
+                }
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+    out
+}
+
+/// [`children`], mutably.
+pub(super) fn children_mut(e: &mut IdedExpr) -> Vec<&mut IdedExpr> {
+    let mut out: Vec<&mut IdedExpr> = Vec::new();
+    match &mut e.expr {
+        Expr::Call(c) => {
+            out.extend(c.target.as_deref_mut());
+            out.extend(c.args.iter_mut());
+        }
+        Expr::Select(s) => out.push(&mut s.operand),
+        Expr::Comprehension(c) => {
+            out.extend([&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result])
+        }
+        Expr::List(l) => out.extend(l.elements.iter_mut()),
+        Expr::Map(m) => {
+            for entry in &mut m.entries {
+                if let EntryExpr::MapEntry(me) = &mut entry.expr {
+                    out.extend([&mut me.key, &mut me.value]);
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &mut s.entries {
+                match &mut entry.expr {
+                    EntryExpr::StructField(fe) => out.push(&mut fe.value),
+                    EntryExpr::MapEntry(me) => out.extend([&mut me.key, &mut me.value]),
                 }
             }
         }
@@ -373,12 +409,20 @@ pub fn check_ast(root: &IdedExpr) -> Result<(), String> {
             // condition and step run inside this comprehension. The range
             // sits one level lower once `instrument` wraps it in [`CHARGE`].
             stack.extend([(&c.iter_range, depth + 2, loops), (&c.accu_init, depth + 1, loops)]);
-            stack.extend([(&c.loop_cond, depth + 1, inner), (&c.loop_step, depth + 1, inner)]);
+            // The step sits one level lower too: `instrument` wraps what a
+            // `map`/`filter` appends in [`budget::RETAIN`] (counted for
+            // every step, which errs on the safe side).
+            stack.extend([(&c.loop_cond, depth + 1, inner), (&c.loop_step, depth + 2, inner)]);
             stack.push((&c.result, depth + 1, loops));
             continue;
         }
+        // `format`'s argument list is wrapped in [`budget::FORMAT_ARGS`].
+        let below = match &e.expr {
+            Expr::Call(c) if c.func_name == "format" && c.target.is_some() => 2,
+            _ => 1,
+        };
         for child in children(e) {
-            stack.push((child, depth + 1, loops));
+            stack.push((child, depth + below, loops));
         }
     }
     Ok(())
@@ -402,50 +446,80 @@ pub(super) fn reset_iterations() {
     ITERATIONS.with(|c| c.set(0));
 }
 
-/// Wraps the range of every comprehension in [`CHARGE`], which charges its
-/// size to the evaluation's budget before the loop runs. Recursive: called
-/// only after [`check_ast`] bounded the depth.
+/// Rewrites the parsed expression so that evaluating it stays within its
+/// budgets: every comprehension's range is wrapped in [`CHARGE`] (charged to
+/// the iteration budget before the loop runs); `_+_`, `replace` and `join`
+/// become their checked overloads and `format`'s arguments are charged
+/// (`budget`); what a `map`/`filter` appends is charged as it is kept.
+/// Recursive: called only after [`check_ast`] bounded the depth, which
+/// counts the levels added here.
 pub(super) fn instrument(e: &mut IdedExpr) {
+    let id = e.id;
+    let wrap = |name: &str, inner: IdedExpr| IdedExpr {
+        id: inner.id,
+        expr: Expr::Call(CallExpr { target: None, func_name: name.to_string(), args: vec![inner] }),
+    };
     match &mut e.expr {
         Expr::Comprehension(c) => {
             let range = std::mem::take(&mut c.iter_range);
-            let id = range.id;
-            c.iter_range = IdedExpr {
-                id,
-                expr: Expr::Call(CallExpr { target: None, func_name: CHARGE.to_string(), args: vec![range] }),
-            };
-            for part in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result] {
-                instrument(part);
-            }
+            c.iter_range = wrap(CHARGE, range);
+            retain_appended(&mut c.loop_step, &c.accu_var);
         }
-        Expr::Call(c) => {
-            if let Some(t) = c.target.as_deref_mut() {
-                instrument(t);
+        Expr::Call(c) => match (c.func_name.as_str(), c.target.is_some(), c.args.len()) {
+            // `@result + [x]` (the step of `map` and `filter`) is left as
+            // it is: the interpreter appends it in place, and
+            // `retain_appended` charged `x`.
+            (ADD, false, 2) if !matches!(&c.args[0].expr, Expr::Ident(n) if n.starts_with('@')) => {
+                c.func_name = budget::ADD.to_string();
             }
-            c.args.iter_mut().for_each(instrument);
-        }
-        Expr::Select(s) => instrument(&mut s.operand),
-        Expr::List(l) => l.elements.iter_mut().for_each(instrument),
-        Expr::Map(m) => {
-            for entry in &mut m.entries {
-                if let EntryExpr::MapEntry(me) = &mut entry.expr {
-                    instrument(&mut me.key);
-                    instrument(&mut me.value);
+            ("replace", true, 2 | 3) | ("join", true, 0 | 1) => {
+                // A member call becomes a global one, the target first:
+                // the same depth.
+                let checked = if c.func_name == "replace" { budget::REPLACE } else { budget::JOIN };
+                if let Some(target) = c.target.take() {
+                    c.args.insert(0, *target);
+                }
+                c.func_name = checked.to_string();
+            }
+            ("format", true, 1) => {
+                let list = std::mem::take(&mut c.args[0]);
+                c.args[0] = wrap(budget::FORMAT_ARGS, list);
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+    debug_assert_eq!(e.id, id);
+    for child in children_mut(e) {
+        instrument(child);
+    }
+}
+
+/// Wraps each element a comprehension step appends to its accumulator
+/// (`@result + [x]`, possibly under the filter's `cond ? ... : @result`) in
+/// [`budget::RETAIN`].
+fn retain_appended(step: &mut IdedExpr, accu: &str) {
+    if let Expr::Call(c) = &mut step.expr {
+        if c.func_name == ADD && c.target.is_none() && c.args.len() == 2 {
+            let is_accu = matches!(&c.args[0].expr, Expr::Ident(n) if n == accu);
+            if let (true, Expr::List(l)) = (is_accu, &mut c.args[1].expr) {
+                for el in &mut l.elements {
+                    let inner = std::mem::take(el);
+                    *el = IdedExpr {
+                        id: inner.id,
+                        expr: Expr::Call(CallExpr {
+                            target: None,
+                            func_name: budget::RETAIN.to_string(),
+                            args: vec![inner],
+                        }),
+                    };
                 }
             }
-        }
-        Expr::Struct(s) => {
-            for entry in &mut s.entries {
-                match &mut entry.expr {
-                    EntryExpr::StructField(fe) => instrument(&mut fe.value),
-                    EntryExpr::MapEntry(me) => {
-                        instrument(&mut me.key);
-                        instrument(&mut me.value);
-                    }
-                }
+        } else if c.func_name == CONDITIONAL && c.args.len() == 3 {
+            for branch in &mut c.args[1..] {
+                retain_appended(branch, accu);
             }
         }
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 

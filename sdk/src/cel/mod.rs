@@ -26,22 +26,27 @@
 //! Every expression is bounded at compile time (source length, bracket
 //! nesting, parse depth, AST depth and size, comprehension nesting: the
 //! `limits` module, docs/cel.md "Limits"), so neither parsing nor
-//! evaluation can exhaust the VM's stacks.
+//! evaluation can exhaust the VM's stacks; and every evaluation within
+//! budgets (comprehension iterations, bytes built, regex work: `limits`
+//! and `budget`), so none can run for long or exhaust its memory.
 //!
-//! Submodules: `limits` (those bounds), `paths` (the attribute paths an expression references),
+//! Submodules: `limits` (those bounds, and the AST rewrite that enforces
+//! the budgets), `budget` (the per-evaluation budgets), `paths` (the attribute paths an expression references),
 //! `values` (attribute values to and from CEL, re-exported here),
 //! `functions` (our `matches`).
 
+mod budget;
 mod functions;
 mod limits;
 mod paths;
 mod values;
 
+pub use budget::{MAX_EVAL_BYTES, MAX_MATCH_WORK};
 pub use functions::MAX_REGEX_SIZE;
 pub use values::{from_cel, stringify, to_cel};
 
 use crate::attributes::{AttrValue, AttributeSource};
-use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::ast::{Expr, IdedExpr, LiteralValue};
 use cel::common::types::{CelBool, CelString};
 use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Value};
@@ -71,6 +76,7 @@ fn build_env() -> Env {
     let _ = env.add_extension(cel::extensions::strings);
     let _ = env.add_extension(regex::extension);
     let _ = env.add_extension(limits::extension);
+    let _ = env.add_extension(budget::extension);
     env
 }
 
@@ -174,6 +180,7 @@ impl Expression {
             }
         }
         limits::reset_iterations();
+        budget::reset();
         let result = Value::resolve(&self.expr, &ctx).map_err(|e| execution_error(&e))?;
         from_cel(result)
     }

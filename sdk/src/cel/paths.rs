@@ -1,7 +1,8 @@
 //! The attribute paths an expression references: what evaluation fetches.
 
+use super::limits::children;
 use super::NOT_ATTRIBUTES;
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{Expr, IdedExpr};
 
 /// The attribute path a select chain spells (`a.b.c` → `[a, b, c]`), if
 /// it is rooted at an identifier.
@@ -46,14 +47,6 @@ pub(super) fn collect_paths(e: &IdedExpr, locals: &mut Vec<String>, out: &mut Ve
                 collect_paths(&s.operand, locals, out);
             }
         }
-        Expr::Call(c) => {
-            if let Some(t) = &c.target {
-                collect_paths(t, locals, out);
-            }
-            for a in &c.args {
-                collect_paths(a, locals, out);
-            }
-        }
         Expr::Comprehension(c) => {
             collect_paths(&c.iter_range, locals, out);
             collect_paths(&c.accu_init, locals, out);
@@ -68,31 +61,11 @@ pub(super) fn collect_paths(e: &IdedExpr, locals: &mut Vec<String>, out: &mut Ve
             collect_paths(&c.result, locals, out);
             locals.truncate(before);
         }
-        Expr::List(l) => {
-            for el in &l.elements {
-                collect_paths(el, locals, out);
+        _ => {
+            for child in children(e) {
+                collect_paths(child, locals, out);
             }
         }
-        Expr::Map(m) => {
-            for entry in &m.entries {
-                if let EntryExpr::MapEntry(me) = &entry.expr {
-                    collect_paths(&me.key, locals, out);
-                    collect_paths(&me.value, locals, out);
-                }
-            }
-        }
-        Expr::Struct(s) => {
-            for entry in &s.entries {
-                match &entry.expr {
-                    EntryExpr::StructField(f) => collect_paths(&f.value, locals, out),
-                    EntryExpr::MapEntry(me) => {
-                        collect_paths(&me.key, locals, out);
-                        collect_paths(&me.value, locals, out);
-                    }
-                }
-            }
-        }
-        Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 

@@ -330,6 +330,8 @@ fn environment_registers_cleanly() {
     let mut env = Env::stdlib();
     env.add_extension(cel::extensions::strings).unwrap();
     env.add_extension(regex::extension).unwrap();
+    env.add_extension(crate::cel::limits::extension).unwrap();
+    env.add_extension(budget::extension).unwrap();
 }
 
 /// The pre-parse scan and the AST check refuse, with the limit named, what
@@ -572,4 +574,133 @@ fn random_token_soup_is_refused_or_bounded() {
     }
     assert!(refused_deep > 50, "the soup reaches the limits ({refused_deep} refused as too deep)");
     println!("soup: {compiled} compiled, {refused_deep} refused as too deep or large, of 400");
+}
+
+/// A 60,000-byte `Host` (Envoy's default header limit is 60 KiB): what a
+/// client can send to every expression that reads it.
+fn big_host() -> BTreeMap<String, AttrValue> {
+    attrs(&[("request.host", s(&"a".repeat(60_000))), ("request.method", s("GET"))])
+}
+
+fn range(n: usize) -> String {
+    format!("[{}]", (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+}
+
+/// Evaluates within `secs` seconds (natively, unoptimized), with the error.
+fn fails_fast(src: &str, a: &dyn AttributeSource, secs: f64) -> String {
+    let e = Expression::compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+    let start = std::time::Instant::now();
+    let err = e.evaluate(a).expect_err(src);
+    let took = start.elapsed().as_secs_f64();
+    assert!(took < secs, "{src}: {took:.2} s");
+    err
+}
+
+/// The checked overloads `instrument` substitutes compute what the strings
+/// extension and the interpreter did.
+#[test]
+fn checked_overloads_keep_their_meaning() {
+    let a = request("GET", "/api/catalog");
+    for (src, want) in [
+        ("'aaa'.replace('a', 'b')", s("bbb")),
+        ("'aaa'.replace('a', 'b', 2)", s("bba")),
+        ("'aaa'.replace('a', 'b', -1)", s("bbb")),
+        ("'aaa'.replace('a', 'b', 0)", s("aaa")),
+        ("'abc'.replace('', '-')", s("-a-b-c-")),
+        ("'héllo'.replace('é', 'e')", s("hello")),
+        ("['a', 'b'].join('-')", s("a-b")),
+        ("[].join(',')", s("")),
+        ("['x'].join()", s("x")),
+        ("'%s-%d'.format(['a', 1])", s("a-1")),
+        ("'a' + 'b' + request.method", s("abGET")),
+        ("b'a' + b'b' == b'ab'", AttrValue::Bool(true)),
+        ("1 + 2", AttrValue::Int(3)),
+        ("1u + 2u == 3u", AttrValue::Bool(true)),
+        ("1.5 + 1.0", AttrValue::Double(2.5)),
+        ("[1] + [2, 3] == [1, 2, 3]", AttrValue::Bool(true)),
+        ("duration('1s') + duration('500ms') == duration('1.5s')", AttrValue::Bool(true)),
+        (
+            "timestamp('2024-01-01T00:00:00Z') + duration('1h') == timestamp('2024-01-01T01:00:00Z')",
+            AttrValue::Bool(true),
+        ),
+        ("[1, 2, 3].map(x, x * 2) == [2, 4, 6]", AttrValue::Bool(true)),
+        ("[1, 2, 3].filter(x, x > 1) == [2, 3]", AttrValue::Bool(true)),
+        ("[1, 2, 3].map(x, x > 1, [x]) == [[2], [3]]", AttrValue::Bool(true)),
+        ("{'k': 'v'}.map(k, k + '!') == ['k!']", AttrValue::Bool(true)),
+    ] {
+        assert_eq!(eval(src, &a), Ok(want), "{src}");
+    }
+    for (src, why) in [
+        ("9223372036854775807 + 1", "Overflow"),
+        ("1 + 'a'", ""),
+        ("[1].join()", "string"),
+        ("'a'.replace(1, 'b')", ""),
+    ] {
+        let e = eval(src, &a).expect_err(src);
+        assert!(e.contains(why), "{src}: {e}");
+    }
+    // `+` keeps the meaning the interpreter gave it on every type pair.
+    assert!(eval("{'a': 1} + {'b': 2}", &a).is_err(), "maps do not add");
+}
+
+/// What the review found unbounded: each would build gigabytes or run for
+/// minutes from one request; each now fails that evaluation (the plugins'
+/// `unknown`/unset) within the byte or regex-work budget, quickly.
+#[test]
+fn evaluation_memory_and_regex_work_are_budgeted() {
+    let host = big_host();
+    // |h|·|h| bytes (3.6 GB) from one call.
+    let e = fails_fast("request.host.replace('', request.host)", &host, 1.0);
+    assert!(e.contains(&format!("more than {MAX_EVAL_BYTES} bytes")), "{e}");
+    // 99 × 99 copies of the host: ~1.2 GB through join.
+    let e = fails_fast(&format!("{r}.map(x, {r}.map(y, request.host).join()).join()", r = range(99)), &host, 5.0);
+    assert!(e.contains("bytes built"), "{e}");
+    // String + in nested comprehensions, kept by map: 9,801 × 120 KB.
+    let e = fails_fast(&format!("{r}.map(x, {r}.map(y, request.host + request.host))", r = range(99)), &host, 5.0);
+    assert!(e.contains("bytes built"), "{e}");
+    // A linear function kept by map is charged as it is kept.
+    let e = fails_fast(&format!("{r}.map(x, {r}.map(y, request.host.lowerAscii()))", r = range(99)), &host, 5.0);
+    assert!(e.contains("bytes built"), "{e}");
+    // format of a list that holds the host 99 times.
+    let e = fails_fast(&format!("'%s'.format([{r}.map(y, request.host)])", r = range(99)), &host, 5.0);
+    assert!(e.contains("bytes built"), "{e}");
+    // List + of such lists, nested.
+    let e = fails_fast(
+        &format!("{r}.all(x, ({r}.map(y, request.host) + [request.host]).size() > 0)", r = range(99)),
+        &host,
+        5.0,
+    );
+    assert!(e.contains("bytes built"), "{e}");
+    // ~9,900 matches of a 60 KB header: minutes before, now the regex work
+    // budget stops it within the first few.
+    let e = fails_fast(
+        &format!("{r}.all(x, {r}.all(y, request.host.matches('[a-z]{{100}}x') == false))", r = range(99)),
+        &host,
+        5.0,
+    );
+    assert!(e.contains(&format!("more than {MAX_MATCH_WORK} units of regex work")), "{e}");
+    // Patterns known only at run time: every compile is charged too.
+    let e = fails_fast(
+        &format!("{r}.all(x, {r}.all(y, !request.method.matches(string(x) + '-' + string(y))))", r = range(99)),
+        &host,
+        10.0,
+    );
+    assert!(e.contains("regex work"), "{e}");
+    // Within the budgets, the same shapes evaluate: a small host, the same
+    // expressions, and one full-size replace.
+    let small = attrs(&[("request.host", s("reviews")), ("request.method", s("GET"))]);
+    let ok = |src: &str, a: &dyn AttributeSource| Expression::compile(src).unwrap().evaluate(a);
+    assert!(ok(&format!("{r}.map(x, {r}.map(y, request.host).join()).join()", r = range(30)), &small).is_ok());
+    assert!(ok(&format!("{r}.all(x, {r}.all(y, request.host.matches('^rev')))", r = range(99)), &small).is_ok());
+    assert_eq!(
+        ok("request.host.replace('a', 'bb').size()", &host),
+        Ok(AttrValue::Int(120_000)),
+        "one full-size call fits"
+    );
+    assert_eq!(ok("request.host.matches('^a+$')", &host), Ok(AttrValue::Bool(true)));
+    // The budgets are per evaluation.
+    let e = Expression::compile("(request.host + request.host).size()").unwrap();
+    for _ in 0..100 {
+        assert_eq!(e.evaluate(&host), Ok(AttrValue::Int(120_000)));
+    }
 }

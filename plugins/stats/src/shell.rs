@@ -285,6 +285,19 @@ fn peer(map: MapType, filter_state_name: &str) -> Option<WorkloadInfo> {
     decode_struct(&bytes).map(|s| WorkloadInfo::from_struct(&s))
 }
 
+/// The client side's peer: the exchanged one, else (as Istio's stats filter
+/// does for a client sidecar without one) the picked upstream endpoint's
+/// `filter_metadata.istio.workload`, Istio's
+/// `workload;namespace;canonical-service;canonical-revision;cluster-id`.
+fn exchanged_or_endpoint_peer(reporter: Reporter) -> Option<WorkloadInfo> {
+    let exchanged = peer(MapType::ResponseHeaders, "upstream_peer");
+    if exchanged.is_some() || reporter != Reporter::Source {
+        return exchanged;
+    }
+    let encoding = property_string(&["xds", "upstream_host_metadata", "filter_metadata", "istio", "workload"])?;
+    WorkloadInfo::from_endpoint_metadata(&encoding)
+}
+
 fn cluster_service() -> Option<ClusterService> {
     // One lookup when the cluster has no Istio metadata (the common case
     // outside Istio), three more when it does.
@@ -316,7 +329,7 @@ fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
         downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
     }
     if reporter != Reporter::Destination {
-        upstream_peer = peer(MapType::ResponseHeaders, "upstream_peer");
+        upstream_peer = exchanged_or_endpoint_peer(reporter);
         upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
         upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
     }
@@ -364,7 +377,7 @@ fn gather_tcp(reporter: Reporter) -> RequestFacts {
         facts.downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
     }
     if reporter != Reporter::Destination {
-        facts.upstream_peer = peer(MapType::ResponseHeaders, "upstream_peer");
+        facts.upstream_peer = exchanged_or_endpoint_peer(reporter);
         facts.upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
         facts.upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
     }

@@ -61,6 +61,29 @@ impl WorkloadInfo {
         Self::from_metadata(field, label)
     }
 
+    /// From the upstream endpoint's metadata `filter_metadata.istio.workload`,
+    /// which Istio's control plane writes as
+    /// `workload;namespace;canonical-service;canonical-revision;cluster-id`.
+    /// As Istio's `convertEndpointMetadata` (istio/proxy
+    /// extensions/common/metadata_object.cc): fewer than five fields give
+    /// nothing, fields past the fifth are ignored, empty fields stay empty
+    /// (so their labels read `unknown`, the revision `latest`), and app,
+    /// version and pod name are not in the encoding.
+    pub fn from_endpoint_metadata(encoding: &str) -> Option<Self> {
+        let mut parts = encoding.split(';');
+        let mut next = || parts.next().map(str::to_string);
+        let (workload_name, namespace, canonical_service, canonical_revision, cluster_id) =
+            (next()?, next()?, next()?, next()?, next()?);
+        Some(WorkloadInfo {
+            workload_name,
+            namespace,
+            canonical_service,
+            canonical_revision,
+            cluster_id,
+            ..Default::default()
+        })
+    }
+
     /// Nothing is known.
     pub fn is_empty(&self) -> bool {
         *self == WorkloadInfo::default()
@@ -150,6 +173,25 @@ mod tests {
         assert_eq!(principal_namespace("spiffe://cluster.local/ns/foo"), Some("foo"));
         assert_eq!(principal_namespace("spiffe://cluster.local/sa/bar"), None);
         assert_eq!(principal_namespace("spiffe://x/ns//sa"), None);
+    }
+
+    #[test]
+    fn endpoint_metadata_as_istio_reads_it() {
+        let w = WorkloadInfo::from_endpoint_metadata("ratings-v1;default;ratings;version-1;server-cluster").unwrap();
+        assert_eq!(w.workload_name, "ratings-v1");
+        assert_eq!(w.namespace, "default");
+        assert_eq!(w.canonical_service, "ratings");
+        assert_eq!(w.canonical_revision, "version-1");
+        assert_eq!(w.cluster_id, "server-cluster");
+        assert_eq!((w.app.as_str(), w.version.as_str(), w.name.as_str()), ("", "", ""));
+        // Fewer than five fields: nothing; more: the first five.
+        assert_eq!(WorkloadInfo::from_endpoint_metadata("a;b;c;d"), None);
+        assert_eq!(WorkloadInfo::from_endpoint_metadata(""), None);
+        let more = WorkloadInfo::from_endpoint_metadata("a;b;c;d;e;f").unwrap();
+        assert_eq!(more.cluster_id, "e");
+        // Empty fields stay empty.
+        let empty = WorkloadInfo::from_endpoint_metadata(";;;;").unwrap();
+        assert!(empty.is_empty());
     }
 
     #[test]

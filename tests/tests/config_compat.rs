@@ -7,6 +7,13 @@
 //!   TestTCPMetadataExchange; testdata/stats/*_disable_header_fallback.yaml);
 //! * a configuration that is not a JSON object is refused naming `.`, in
 //!   every plugin;
+//! * unknown fields, which Istio ignored (attributegen's
+//!   `ignore_unknown_fields`; Envoy's warning for the native stats filter's
+//!   dynamic configuration), are ignored, logged naming the field and
+//!   counted, and refused with `"strict": true`; stats takes enum names in
+//!   any case, as Envoy's `case_insensitive_enum_parsing`;
+//! * a refused stats configuration counts in
+//!   `meshwasm_stats_config_errors_total`;
 //! * what Istio accepted but could not use (TestStatsPayload/Customized's
 //!   `"destination_app": "cannot _ parse | 0"`, an attributegen condition
 //!   that does not compile) is tolerated as Istio did, logged naming the
@@ -276,4 +283,65 @@ fn attributegen_unparsable_condition_is_tolerated_as_istio_did() {
     let r = run(scenario(true));
     assert!(r.streams.is_empty(), "refused: no stream runs");
     assert_refused(&r, 0, field);
+}
+
+/// Unknown fields at any level are ignored with the rest of the
+/// configuration in force (a lower-case reporter name too); each is logged
+/// naming it. stats counts each, attributegen one per configuration (as
+/// Istio counted one per failed configure). `strict` refuses them.
+#[test]
+fn unknown_fields_are_ignored_logged_and_counted() {
+    let stats = |strict: bool| {
+        json!({"strict": strict, "metrix": [], "stat_prefix": "mesh", "reporter": "unspecified",
+               "metrics": [{"name": "requests_total", "dimension": {"a": "b"}, "tags_to_remove": ["request_protocol"]}]})
+    };
+    let attributegen = |strict: bool| {
+        json!({"strict": strict, "attributes": [
+            {"output_attribute": "good", "matches": [], "match": [{"value": "yes", "when": "never"}]}]})
+    };
+    let scenario = |strict: bool| {
+        json!({
+            "plugins": [
+                {"name": "attributegen", "root_id": "attributegen", "wasm": wasm("attributegen"), "configuration": attributegen(strict)},
+                {"name": "probe", "root_id": "probe", "wasm": wasm("probe"), "configuration": {}},
+                {"name": "stats", "root_id": "stats", "wasm": wasm("stats"), "configuration": stats(strict)}
+            ],
+            "streams": [{"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "svc"], ["x-probe", "prop=good@log"]]}}]
+        })
+    };
+    let r = run(scenario(false));
+    assert_configured(&r);
+    let s = &r.streams[0];
+    assert!(s.logs.iter().any(|l| l.message == "prop good=yes"), "attributegen in force: {:#?}", s.logs);
+    let line = r.prometheus.lines().find(|l| l.starts_with("mesh_requests_total{")).expect("stat_prefix in force");
+    assert!(!line.contains("request_protocol="), "tags_to_remove in force: {line}");
+    assert!(line.contains("reporter=\"destination\""), "{line}");
+    let logged = |plugin: &str, field: &str| {
+        let want = format!("invalid configuration at `{field}`: unknown field, ignored");
+        r.logs.iter().filter(|l| l.plugin == plugin && l.level == LogLevel::Error && l.message.contains(&want)).count()
+    };
+    let configures = logged("stats", "metrix");
+    assert!(configures > 0, "{:#?}", r.logs);
+    assert_eq!(logged("stats", "metrics[0].dimension"), configures);
+    assert_eq!(logged("attributegen", "attributes[0].matches"), configures);
+    assert_eq!(logged("attributegen", "attributes[0].match[0].when"), configures);
+    assert_eq!(metric(&r, "meshwasm_stats_config_errors_total"), Some(2 * configures as i64));
+    assert_eq!(metric(&r, "wasm_filter.attributegen.type.config.error_count"), Some(configures as i64));
+
+    let r = run(scenario(true));
+    assert!(r.streams.is_empty(), "refused: no stream runs");
+    assert_refused(&r, 0, "invalid configuration at `attributes[0].matches`: unknown field");
+}
+
+/// A configuration stats refuses is counted in its config error counter
+/// (defined before the configuration is read), once per refusal.
+#[test]
+fn a_refused_stats_configuration_is_counted() {
+    let r = run(json!({
+        "plugins": [{"name": "stats", "wasm": wasm("stats"), "configuration": [false, 0, "evil"]}],
+        "streams": [get("svc")]
+    }));
+    assert_refused(&r, 0, "invalid configuration at `.`");
+    let refusals = r.logs.iter().filter(|l| l.level == LogLevel::Error && l.message.contains("at `.`")).count();
+    assert_eq!(metric(&r, "meshwasm_stats_config_errors_total"), Some(refusals as i64), "{:#?}", r.metrics);
 }

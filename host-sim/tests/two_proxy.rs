@@ -105,3 +105,24 @@ fn a_single_proxy_result_has_no_server_proxy() {
     assert!(!serde_json::to_string(&r).unwrap().contains("server_proxy\":{"));
     assert!(!r.expectations[0].passed, "a server_proxy expectation without a server proxy fails");
 }
+
+#[test]
+fn a_stream_the_client_proxy_answers_leaves_an_empty_entry_on_the_server() {
+    let r = run(serde_json::json!({
+        "direction": "outbound",
+        "plugins": [probe("client", "x-probe-client", &[])],
+        "server_proxy": {"plugins": [probe("server", "x-probe-server", &["count=seen"])]},
+        "streams": [
+            {"name": "local", "request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"],
+                ["x-probe-client", "reply=401:no"]]}},
+            {"name": "through", "request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"]]}}
+        ]
+    }));
+    let server = r.server_proxy.as_deref().unwrap();
+    assert_eq!(r.streams[0].downstream_response.as_ref().map(|d| d.status), Some(401));
+    let names: Vec<&str> = server.streams.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["local", "through"]);
+    assert!(server.streams[0].upstream_request.is_none() && server.streams[0].logs.is_empty());
+    assert!(server.streams[1].upstream_request.is_some());
+    assert!(server.prometheus.contains("seen{} 1"), "{}", server.prometheus);
+}

@@ -11,7 +11,7 @@ use crate::exchange::{exchange, settle};
 use crate::listeners::{effective_connection, ListenerPlan};
 use crate::logs::PluginIdent;
 use crate::process::{environment, EnvoyProcess, Readiness};
-use crate::result::{PluginStatus, RunResult};
+use crate::result::{PluginStatus, RunResult, StreamResult};
 use crate::results::{find_access_entry, idents, stream_result};
 use crate::scenario::Scenario;
 use crate::{http, logs, servers, stats, EnvoyOptions};
@@ -250,19 +250,21 @@ pub fn run_two(
         let sent: Vec<http::Request> =
             http::read_request(&mut BufReader::new(&rec.up[..])).ok().flatten().into_iter().collect();
         let head = stream.request.headers.iter().any(|(k, v)| k == ":method" && v.eq_ignore_ascii_case("HEAD"));
-        let answered = if rec.up.is_empty() {
-            http::ResponseOutcome::ResetBeforeResponse
-        } else {
-            http::read_response(&mut BufReader::new(&rec.down[..]), head)
-        };
+        let answered = http::read_response(&mut BufReader::new(&rec.down[..]), head);
 
-        let text = srv.envoy.log_from(start_s);
-        let (lines, _) = logs::parse(text.get(..end_s - start_s).unwrap_or(&text), start_s);
-        let r = stream_result(stream, &srv.plugins, &lines, answered, entry_s, ups, Vec::new(), failed_s);
-        if let Some(f) = &r.plugin_failure {
-            failed_s = srv.plugins.iter().position(|p| p.name == f.plugin).or(failed_s);
+        if rec.up.is_empty() {
+            // The request never left the client Envoy: an empty entry keeps
+            // the two proxies' streams aligned, as in host-sim.
+            srv.result.streams.push(StreamResult { name: stream.name.clone(), ..Default::default() });
+        } else {
+            let text = srv.envoy.log_from(start_s);
+            let (lines, _) = logs::parse(text.get(..end_s - start_s).unwrap_or(&text), start_s);
+            let r = stream_result(stream, &srv.plugins, &lines, answered, entry_s, ups, Vec::new(), failed_s);
+            if let Some(f) = &r.plugin_failure {
+                failed_s = srv.plugins.iter().position(|p| p.name == f.plugin).or(failed_s);
+            }
+            srv.result.streams.push(r);
         }
-        srv.result.streams.push(r);
 
         let text = cli.envoy.log_from(start_c);
         let (lines, _) = logs::parse(text.get(..end_c - start_c).unwrap_or(&text), start_c);

@@ -114,6 +114,12 @@ pub fn render(r: &RunResult, o: &Options) -> String {
         let _ = writeln!(out, "--- prometheus ---");
         out.push_str(&r.prometheus);
     }
+    if let Some(server) = &r.server_proxy {
+        // The second proxy of a chain, rendered the same way; its streams
+        // are the client proxy's, as they reached it.
+        let _ = writeln!(out, "=== server proxy ===");
+        out.push_str(&render(server, &Options { scenario: None, prometheus: o.prometheus }));
+    }
     out
 }
 
@@ -417,6 +423,21 @@ istio_request_bytes_bucket{reporter=\"destination\",response_code=\"404\",le=\"+
 istio_request_bytes_sum{reporter=\"destination\",response_code=\"404\"} 7
 istio_request_bytes_count{reporter=\"destination\",response_code=\"404\"} 1
 ";
+
+    #[test]
+    fn the_server_proxy_follows_the_client_proxy() {
+        let server = RunResult {
+            streams: vec![crate::result::StreamResult { name: "s0".into(), ..Default::default() }],
+            prometheus: "# TYPE server_only counter\nserver_only{} 1\n".into(),
+            ..Default::default()
+        };
+        let two = RunResult { server_proxy: Some(Box::new(server)), ..Default::default() };
+        let text = render(&two, &Options::default());
+        let (client, server) = text.split_once("=== server proxy ===\n").expect("a server section");
+        assert!(!client.contains("server_only"), "{text}");
+        assert!(server.contains("stream 0 \"s0\"") && server.contains("server_only"), "{text}");
+        assert!(!render(&RunResult::default(), &Options::default()).contains("server proxy"));
+    }
 
     #[test]
     fn samples_parse_with_escaped_quotes() {

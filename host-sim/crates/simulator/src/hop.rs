@@ -68,6 +68,15 @@ impl Hop {
         answer
     }
 
+    /// Keeps the server proxy's streams aligned with the client's: a stream
+    /// that never reached the server proxy (the client proxy answered it
+    /// locally, or reset it) is an empty entry with only its name.
+    pub fn align(&mut self, count: usize, name: &str) {
+        while self.streams.len() < count {
+            self.streams.push(StreamResult { name: name.to_string(), ..Default::default() });
+        }
+    }
+
     /// The server proxy's own result.
     pub fn result(&self) -> RunResult {
         let st = self.proxy.state.borrow();

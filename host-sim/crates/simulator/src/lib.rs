@@ -430,6 +430,9 @@ impl Proxy {
                 self.advance_chain(spec.advance_ms_before);
                 root_logs.extend_from_slice(&self.state.borrow().logs[before..]);
                 result.streams.push(self.run_stream(spec, &scenario.connection));
+                if let Some(hop) = &mut self.next_hop {
+                    hop.align(result.streams.len(), &spec.name);
+                }
             }
             for spec in &scenario.connections {
                 let before = self.state.borrow().logs.len();

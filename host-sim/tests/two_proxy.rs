@@ -126,3 +126,22 @@ fn a_stream_the_client_proxy_answers_leaves_an_empty_entry_on_the_server() {
     assert!(server.streams[1].upstream_request.is_some());
     assert!(server.prometheus.contains("seen{} 1"), "{}", server.prometheus);
 }
+
+#[test]
+fn a_reset_on_the_server_proxy_is_the_client_routers_503() {
+    let r = run(serde_json::json!({
+        "direction": "outbound",
+        "plugins": [probe("client", "x-probe-client", &["resp_get=content-type"])],
+        "server_proxy": {"plugins": [probe("server", "x-probe-server", &[])]},
+        "streams": [{"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"],
+            ["x-probe-server", "close"]]}}]
+    }));
+    let got = r.streams[0].downstream_response.as_ref().expect("the router's reply");
+    assert_eq!(got.status, 503);
+    assert!(got.body.ends_with("reset reason: connection termination"), "{}", got.body);
+    assert!(r.streams[0].local_reply.is_none() && !r.streams[0].reset);
+    // The reply went through the client plugin's response hooks.
+    assert!(messages(&r, 0).contains(&"client: resp_get content-type=text/plain".to_string()), "{:?}", messages(&r, 0));
+    assert!(header(&got.headers, "x-envoy-upstream-service-time").is_none());
+    assert!(r.server_proxy.as_deref().unwrap().streams[0].reset);
+}

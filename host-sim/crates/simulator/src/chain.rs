@@ -111,18 +111,15 @@ impl Proxy {
                 let sent = run.send_upstream(spec);
                 let from_hop = run.chain.proxy.forward_to_next_hop(spec, &sent);
                 result.upstream_request = Some(sent);
-                let flow = if from_hop.is_none() && run.chain.proxy.has_next_hop() {
-                    run.note_hop_without_response();
-                    Flow::Stalled
+                if from_hop.is_none() && run.chain.proxy.has_next_hop() {
+                    run.upstream_reset_reply(&mut result);
                 } else {
-                    run.upstream_response(spec, from_hop)
-                };
-                match flow {
-                    Flow::Next => result.downstream_response = Some(run.downstream_response()),
-                    Flow::Reply => run.reply(&mut result),
-                    Flow::Reset => run.reset_after_headers(&mut result),
-                    Flow::Stalled if run.chain.proxy.has_next_hop() => result.reset = true,
-                    Flow::Stalled | Flow::Paused => run.note_stall(),
+                    match run.upstream_response(spec, from_hop) {
+                        Flow::Next => result.downstream_response = Some(run.downstream_response()),
+                        Flow::Reply => run.reply(&mut result),
+                        Flow::Reset => run.reset_after_headers(&mut result),
+                        Flow::Stalled | Flow::Paused => run.note_stall(),
+                    }
                 }
             }
             Flow::Reply => run.reply(&mut result),
@@ -549,18 +546,38 @@ impl Run<'_> {
         });
     }
 
-    /// The server proxy of a two-proxy chain reset or stalled the stream.
-    /// What Envoy's router then does (a 503 local reply or a reset,
-    /// depending on whether the response had started) is not modelled: the
-    /// client is reported reset.
-    fn note_hop_without_response(&mut self) {
-        self.chain.proxy.state.borrow_mut().logs.push(LogLine {
-            level: LogLevel::Warn,
-            plugin: "host-sim".into(),
-            message:
-                "the server proxy sent no response: the client proxy's handling of an upstream reset is not modelled"
-                    .into(),
-        });
+    /// The server proxy of a two-proxy chain reset the stream before its
+    /// response started: the router answers 503 itself, through every
+    /// filter's response hooks, with response flag UC (upstream connection
+    /// termination: an HTTP/1 reset closes the connection) and no
+    /// `x-envoy-upstream-service-time`. Observed in Envoy 1.40 with two
+    /// Envoys in a chain; not a plugin's local reply, so `local_reply` stays
+    /// null. (A reset after the response started is not modelled.)
+    fn upstream_reset_reply(&mut self, result: &mut StreamResult) {
+        const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+        let r = LocalReplyRequest {
+            plugin: String::new(),
+            filter_index: self.chain.len(),
+            status: 503,
+            details: "upstream_reset_before_response_started{connection_termination}".into(),
+            body: b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+                .to_vec(),
+            headers: Vec::new(),
+            grpc_status: None,
+        };
+        let grpc = is_grpc_request(&self.stream.borrow().request_headers);
+        let (status, map, body) = local_reply_message(&r, grpc);
+        {
+            let mut s = self.stream.borrow_mut();
+            s.response_code_details = r.details.clone();
+            s.response_flags |= UPSTREAM_CONNECTION_TERMINATION;
+        }
+        self.reply_started = true;
+        match self.local_reply_path(status, &map.to_list(), body, self.chain.len()) {
+            Flow::Next | Flow::Reply => result.downstream_response = Some(self.downstream_response()),
+            Flow::Reset => result.reset = true,
+            Flow::Stalled | Flow::Paused => self.note_stall(),
+        }
     }
 
     fn note_stall(&mut self) {

@@ -312,3 +312,85 @@ fn bad_configuration_is_refused_naming_the_field() {
         assert!(r.plugins[0].configured, "{config}: {:#?}", r.logs);
     }
 }
+
+// -------------------------------------------------- TCP (network filter)
+
+/// A node so small that its exchange frame is all ASCII (every protobuf
+/// length below 128: an empty id and one-letter namespace), as a
+/// scenario's TCP bytes are text.
+fn small_meta(namespace: &str) -> Value {
+    json!({"NAMESPACE": namespace})
+}
+
+fn frame_of(id: &str, metadata: &Value) -> String {
+    let s = meshwasm_wire::protobuf::struct_from_json(metadata.as_object().expect("object"));
+    let bytes = meshwasm_wire::istio::encode_tcp_frame(id, &meshwasm_wire::istio::wasm_era_peer_struct(&s));
+    String::from_utf8(bytes).expect("an ASCII frame")
+}
+
+fn tcp_plugins() -> Value {
+    json!([
+        {"wasm": common::plugin_wasm("metadata_exchange"), "type": "network", "configuration": {}},
+        {"wasm": common::plugin_wasm("stats"), "type": "network", "configuration": {}}
+    ])
+}
+
+/// Server side: the client's frame is drained before the application sees
+/// a byte, ours goes back in front of the first answer, stats reports the
+/// connection with the client's labels; a plain client gets its bytes
+/// through untouched and no frame.
+#[test]
+fn tcp_server_side_reads_drains_and_answers_in_kind() {
+    let client = frame_of("", &small_meta("c"));
+    let ours = frame_of("", &small_meta("s"));
+    let r = run(json!({
+        "plugins": tcp_plugins(),
+        "node": {"id": "", "metadata": small_meta("s")},
+        "direction": "inbound",
+        "connections": [
+            {"name": "mx", "events": [{"downstream": format!("{client}hello")}, {"upstream": "world"}, {"close": "downstream"}]},
+            {"name": "split", "events": [{"downstream": &client[..6]}, {"downstream": format!("{}hi", &client[6..])}, {"upstream": "yo"}]},
+            {"name": "plain", "events": [{"downstream": "hello"}, {"upstream": "world"}]}
+        ]
+    }));
+    for c in &r.connections {
+        assert!(c.plugin_failure.is_none(), "{c:?}");
+    }
+    assert_eq!(r.connections[0].upstream_received, "hello");
+    assert_eq!(r.connections[0].downstream_received, format!("{ours}world"));
+    assert_eq!(r.connections[1].upstream_received, "hi");
+    assert_eq!(r.connections[1].downstream_received, format!("{ours}yo"));
+    assert_eq!(r.connections[2].upstream_received, "hello");
+    assert_eq!(r.connections[2].downstream_received, "world");
+    assert_eq!(counter(&r, "metadata_exchange.metadata_added"), 2);
+    assert_eq!(counter(&r, "metadata_exchange.initial_header_not_found"), 1);
+    let line = r
+        .prometheus
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_closed_total{") && l.contains("source_workload_namespace=\"c\""));
+    assert!(line.is_some_and(|l| l.ends_with(" 2")), "{}", r.prometheus);
+}
+
+/// Client side (outbound listener in front of tcp_proxy): ours goes in
+/// front of the application's first bytes, the server's frame is drained
+/// from its answer, stats fills the destination labels.
+#[test]
+fn tcp_client_side_sends_first_and_reads_the_server() {
+    let server = frame_of("", &small_meta("s"));
+    let ours = frame_of("", &small_meta("c"));
+    let r = run(json!({
+        "plugins": tcp_plugins(),
+        "node": {"id": "", "metadata": small_meta("c")},
+        "direction": "outbound",
+        "connections": [
+            {"name": "mx", "events": [{"downstream": "hello"}, {"upstream": format!("{server}world")}, {"close": "downstream"}]}
+        ]
+    }));
+    assert!(r.connections[0].plugin_failure.is_none());
+    assert_eq!(r.connections[0].upstream_received, format!("{ours}hello"));
+    assert_eq!(r.connections[0].downstream_received, "world");
+    let line = r.prometheus.lines().find(|l| {
+        l.starts_with("istio_tcp_connections_closed_total{") && l.contains("destination_workload_namespace=\"s\"")
+    });
+    assert!(line.is_some(), "{}", r.prometheus);
+}

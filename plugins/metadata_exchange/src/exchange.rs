@@ -191,6 +191,11 @@ impl Exchange {
         Exchange { settings, local, cache }
     }
 
+    /// Our TCP exchange frame (the same payload as the header).
+    pub fn local_frame(&self) -> Vec<u8> {
+        meshwasm_sdk::istio::peer::encode_tcp_frame(&self.local.id, &self.local.metadata)
+    }
+
     /// Takes a peer's id and metadata header values (already stripped):
     /// stores what is acceptable for the side.
     pub fn take_peer(&mut self, side: Side, id: Option<&[u8]>, value: Option<&[u8]>, mtls: bool, sink: &mut dyn Sink) {

@@ -23,6 +23,7 @@ pub mod config;
 pub mod exchange;
 #[cfg(target_arch = "wasm32")]
 mod shell;
+pub mod tcp;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

@@ -5,9 +5,11 @@
 //! failed read is a missing fact, a failed write is skipped.
 
 use crate::exchange::{Counter, Direction, Exchange, Facts, Headers, Received, Sink};
+use crate::tcp::{Connection, DataAction, Role};
+use meshwasm_sdk::host::BufferType;
 use meshwasm_sdk::host::{self, LogLevel, MapType, MetricType};
 use meshwasm_sdk::istio::peer::LocalPeer;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -58,8 +60,14 @@ impl RootContext for Root {
         true
     }
 
+    /// Decided per context: the same configuration serves the HTTP filter
+    /// and the network filter.
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        Some(meshwasm_sdk::property::new_context_type())
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(TcpStream { shared: self.shared.clone(), conn: None }))
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -134,16 +142,8 @@ impl HttpContext for Stream {
         let mut guard = self.shared.borrow_mut();
         let Some(state) = guard.as_mut() else { return Action::Continue };
         let mtls = downstream_mtls();
-        let skip_propagation = direction != Direction::Inbound && {
-            // Only read when we may propagate: one lookup in the common case.
-            let name = property(&["xds", "cluster_name"]).map(host::lossy).unwrap_or_default();
-            crate::exchange::skip_cluster(
-                &state.exchange.settings,
-                &name,
-                cluster_flag("disable_mx"),
-                state.exchange.settings.skip_external_clusters && cluster_flag("external"),
-            )
-        };
+        // Only read when we may propagate.
+        let skip_propagation = direction != Direction::Inbound && skip_propagation(&state.exchange.settings);
         let State { exchange, counters } = state;
         self.received = exchange.on_request(
             direction,
@@ -172,6 +172,76 @@ impl HttpContext for Stream {
             &mut HostSink(counters),
         );
         Action::Continue
+    }
+}
+
+/// Whether the upstream cluster must not get our metadata.
+fn skip_propagation(settings: &crate::config::Settings) -> bool {
+    let name = property(&["xds", "cluster_name"]).map(host::lossy).unwrap_or_default();
+    crate::exchange::skip_cluster(
+        settings,
+        &name,
+        cluster_flag("disable_mx"),
+        settings.skip_external_clusters && cluster_flag("external"),
+    )
+}
+
+/// A TCP connection through the network filter (see `tcp`).
+struct TcpStream {
+    shared: Shared,
+    conn: Option<Connection>,
+}
+
+impl TcpStream {
+    fn on_data(&mut self, buffer: BufferType, size: usize, eos: bool) -> Action {
+        let mut guard = self.shared.borrow_mut();
+        let Some(State { exchange, counters }) = guard.as_mut() else { return Action::Continue };
+        let conn = self.conn.get_or_insert_with(|| {
+            // Inbound (or unspecified): the server side, which only answers.
+            let role = match Direction::from_property(property_i64(&["xds", "listener_direction"])) {
+                Direction::Outbound => Role::Client,
+                _ => Role::Server,
+            };
+            Connection::new(role)
+        });
+        let from_peer = matches!(
+            (conn.role(), buffer),
+            (Role::Server, BufferType::DownstreamData) | (Role::Client, BufferType::UpstreamData)
+        );
+        let mut sink = HostSink(counters);
+        let action = if from_peer {
+            let data = host::get_buffer(buffer, 0, size).ok().flatten().unwrap_or_default();
+            let mtls = match conn.role() {
+                Role::Server => downstream_mtls(),
+                Role::Client => exchange.settings.trust == crate::config::Trust::MtlsOnly && upstream_mtls(),
+            };
+            conn.from_peer(exchange, &data, eos, mtls, &mut sink)
+        } else {
+            let skip = conn.role() == Role::Client && skip_propagation(&exchange.settings);
+            conn.to_peer(exchange, skip, &mut sink)
+        };
+        let DataAction { drain, prepend, pause } = action;
+        if drain > 0 || !prepend.is_empty() {
+            // Envoy: start 0 drains `drain` bytes, then prepends.
+            let _ = host::set_buffer(buffer, 0, drain, &prepend);
+        }
+        if pause {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+}
+
+impl Context for TcpStream {}
+
+impl StreamContext for TcpStream {
+    fn on_downstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.on_data(BufferType::DownstreamData, size, end_of_stream)
+    }
+
+    fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.on_data(BufferType::UpstreamData, size, end_of_stream)
     }
 }
 

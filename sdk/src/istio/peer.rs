@@ -37,6 +37,12 @@ impl LocalPeer {
     }
 }
 
+/// A `Struct` serialized (deterministically: prost writes map entries in
+/// key order).
+pub fn encode_struct(s: &Struct) -> Vec<u8> {
+    protobuf::encode(s)
+}
+
 /// Why a peer's metadata was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerError {

@@ -197,8 +197,7 @@ fn a_bad_wasm_file_is_reported_with_envoys_message() {
     let err = p.error.as_deref().unwrap_or_default();
     assert!(err.contains("Unable to create Wasm plugin broken"), "{err}");
     assert!(err.contains("Failed to"), "Envoy's reason is kept: {err}");
-    assert_eq!(r.streams.len(), 1);
-    assert!(r.streams[0].downstream_response.is_none());
+    assert!(r.streams.is_empty(), "Envoy exited at start-up: no stream ran");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

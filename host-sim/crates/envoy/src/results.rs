@@ -246,12 +246,8 @@ pub fn start_failure(
                 }
             })
             .collect(),
-        streams: scenario.streams.iter().map(|s| StreamResult { name: s.name.clone(), ..Default::default() }).collect(),
-        connections: scenario
-            .connections
-            .iter()
-            .map(|c| ConnectionResult { name: c.name.clone(), ..Default::default() })
-            .collect(),
+        // Envoy exited before serving anything: no stream or connection
+        // ran (docs/scenario-format.md, `plugins[]`), as in host-sim.
         logs: logs::plugin_logs(plugins, lines),
         ..Default::default()
     };

@@ -245,11 +245,17 @@ impl Proxy {
         for m in members {
             let s = &mut self.statuses[*m];
             if s.error.is_none() {
-                self.state.borrow_mut().logs.push(LogLine {
-                    level: LogLevel::Error,
-                    plugin: s.name.clone(),
-                    message: why.to_string(),
-                });
+                // A VM that refused to start or configure logged its own
+                // reason; Envoy's "Wasm VM failed Failed to configure base
+                // Wasm plugin" goes to its `wasm` logger, not the plugin's
+                // (observed in Envoy 1.40).
+                if !why.starts_with("Failed to configure") && !why.starts_with("Failed to start") {
+                    self.state.borrow_mut().logs.push(LogLine {
+                        level: LogLevel::Error,
+                        plugin: s.name.clone(),
+                        message: why.to_string(),
+                    });
+                }
                 s.error = Some(format!("Unable to create Wasm plugin {}: {why}", s.name));
             }
         }
@@ -446,10 +452,16 @@ impl Proxy {
         }
         result.logs = root_logs;
         result.plugins = self.statuses.clone();
-        result.metrics = self.state.borrow().metrics.values();
-        result.prometheus = self.prometheus();
-        result.warnings =
-            crate::prometheus::unextracted_label_warnings(self.state.borrow().metrics.all(), &self.stats_tags);
+        // A refused configuration stops Envoy during start-up ("error
+        // `Unable to create Wasm plugin <name>` initializing config", observed
+        // in Envoy 1.40): there are no stats to read. What the VMs recorded
+        // stays readable through `prometheus()`.
+        if self.ready() {
+            result.metrics = self.state.borrow().metrics.values();
+            result.prometheus = self.prometheus();
+            result.warnings =
+                crate::prometheus::unextracted_label_warnings(self.state.borrow().metrics.all(), &self.stats_tags);
+        }
         result.server_proxy = self.next_hop.as_ref().map(|h| Box::new(h.result()));
         result
     }

@@ -259,3 +259,34 @@ fn wasi_run_passes_every_argument_after_the_module_through() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("cannot read plugin /nonexistent/t.wasm"), "{stderr}");
 }
+
+#[test]
+fn a_two_proxy_scenario_prints_both_proxies_and_refuses_what_it_does_not_model() {
+    let wasm = wasm_file("two", PASS_THROUGH);
+    let get = serde_json::json!({"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "a"]]},
+        "upstream": {"status": 204}});
+    let path = scenario_file(
+        "two",
+        serde_json::json!({
+            "direction": "outbound",
+            "plugins": [{"wasm": wasm, "name": "client-filter"}],
+            "server_proxy": {"plugins": [{"wasm": wasm, "name": "server-filter"}]},
+            "streams": [get],
+            "expect": [{"pointer": "/streams/0/upstream_request/body", "equals": "", "server_proxy": true}]
+        }),
+    );
+    let (code, stdout, stderr) = host_sim(&["run", "--format", "text", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (client, server) = stdout.split_once("=== server proxy ===").expect("a server proxy section");
+    assert!(client.contains("plugin client-filter") && !client.contains("server-filter"), "{stdout}");
+    assert!(server.contains("plugin server-filter") && server.contains("-> 204"), "{stdout}");
+
+    let tcp = scenario_file(
+        "two-tcp",
+        serde_json::json!({"plugins": [{"wasm": wasm}], "server_proxy": {},
+            "connections": [{"events": [{"downstream": "x"}]}]}),
+    );
+    let (code, _, stderr) = host_sim(&["run", tcp.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("`connections`"), "{stderr}");
+}

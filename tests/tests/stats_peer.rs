@@ -156,3 +156,76 @@ fn an_exchanged_peer_wins_over_endpoint_metadata() {
     assert_eq!(label(&labels, "destination_cluster"), "c2");
     assert_eq!(label(&labels, "destination_canonical_revision"), "latest");
 }
+
+/// The base64 `x-envoy-peer-metadata` value of a peer's node metadata.
+fn peer_header(metadata: Value) -> String {
+    let Value::Object(m) = metadata else { panic!("an object") };
+    meshwasm_wire::istio::encode_peer_metadata(&meshwasm_wire::protobuf::struct_from_json(&m))
+}
+
+/// A Wasm-era peer (what Istio's Wasm plugin and our metadata_exchange send).
+fn ratings_peer() -> String {
+    peer_header(json!({
+        "NAME": "ratings-v1-abc", "NAMESPACE": "default", "WORKLOAD_NAME": "ratings-v1", "ISTIO_VERSION": "1.16.0",
+        "MESH_ID": "mesh", "CLUSTER_ID": "server-cluster",
+        "OWNER": "kubernetes://apis/apps/v1/namespaces/default/deployments/ratings-v1",
+        "LABELS": {"app": "ratings", "version": "v1", "service.istio.io/canonical-name": "ratings"}
+    }))
+}
+
+/// `upstream_peer.*` and `downstream_peer.*` in CEL dimensions, in both of
+/// Istio's vocabularies (the seed configuration's
+/// `upstream_peer.istio_version` included); a missing peer or key is a
+/// missing value (`unknown`).
+#[test]
+fn peer_attributes_in_cel_dimensions() {
+    let dims = json!({
+        "peer_version": "upstream_peer.istio_version",
+        "peer_app": "upstream_peer.labels['app']",
+        "peer_workload": "upstream_peer.workload",
+        "peer_type": "upstream_peer.type",
+        "peer_service": "upstream_peer.service",
+        "peer_identity": "upstream_peer.identity",
+    });
+    let extra = json!(["peer_version", "peer_app", "peer_workload", "peer_type", "peer_service", "peer_identity"]);
+    let mut scenario = client_sidecar(json!({"metrics": [{"name": "requests_total", "dimensions": dims}]}));
+    scenario["extra_stat_tags"] = extra.clone();
+    scenario["streams"] = json!([{
+        "request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "ratings:9080"]]},
+        "upstream": {"status": 200, "headers": [["x-envoy-peer-metadata", ratings_peer()]]},
+    }]);
+    let r = run(scenario.clone());
+    let labels = requests_total_labels(&r.prometheus);
+    assert_eq!(label(&labels, "peer_version"), "1.16.0");
+    assert_eq!(label(&labels, "peer_app"), "ratings");
+    assert_eq!(label(&labels, "peer_workload"), "ratings-v1");
+    assert_eq!(label(&labels, "peer_type"), "deployment");
+    assert_eq!(label(&labels, "peer_service"), "ratings");
+    assert_eq!(label(&labels, "peer_identity"), "unknown", "not sent by a Wasm-era peer");
+    assert_eq!(label(&labels, "destination_workload"), "ratings-v1");
+
+    // No peer: every peer dimension is unknown.
+    scenario["streams"][0]["upstream"] = json!({"status": 200});
+    let labels = requests_total_labels(&run(scenario).prometheus);
+    for d in extra.as_array().unwrap() {
+        assert_eq!(label(&labels, d.as_str().unwrap()), "unknown", "{d}");
+    }
+
+    // The server side: downstream_peer from the request's header.
+    let mut server = client_sidecar(json!({"metrics": [{"name": "requests_total", "dimensions": {
+        "src_workload_name": "downstream_peer.workload_name",
+        "src_mesh": "downstream_peer.mesh_id",
+        "src_up": "upstream_peer.workload",
+    }}]}));
+    server["direction"] = json!("inbound");
+    server["extra_stat_tags"] = json!(["src_workload_name", "src_mesh", "src_up"]);
+    server["streams"] = json!([{
+        "request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "ratings:9080"],
+                                ["x-envoy-peer-metadata", ratings_peer()]]},
+    }]);
+    let labels = requests_total_labels(&run(server).prometheus);
+    assert_eq!(label(&labels, "src_workload_name"), "ratings-v1");
+    assert_eq!(label(&labels, "src_mesh"), "mesh");
+    assert_eq!(label(&labels, "src_up"), "unknown");
+    assert_eq!(label(&labels, "source_workload"), "ratings-v1");
+}

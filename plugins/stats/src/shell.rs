@@ -14,7 +14,8 @@ use meshwasm_sdk::attributes::{AttrValue, AttributeSource, HostAttributes};
 use meshwasm_sdk::cel;
 use meshwasm_sdk::host::{self, MapType, MetricType};
 use meshwasm_sdk::istio::{
-    decode_peer_metadata_header, decode_struct, is_grpc_content_type, WorkloadInfo, PEER_METADATA_HEADER,
+    decode_peer_metadata_struct, decode_struct, is_grpc_content_type, peer_attributes, WorkloadInfo,
+    PEER_METADATA_HEADER,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
@@ -98,7 +99,7 @@ impl State {
         let total = |path: &[&str]| property_i64(path).map_or(0, |n| n.max(0) as u64);
         conn.set_totals(total(&["request", "total_size"]), total(&["response", "total_size"]));
         let peer_known = conn.reported() || tcp_peer_known(reporter);
-        let attrs = RequestAttributes { host: HostAttributes::new(), node: node_attributes };
+        let attrs = RequestAttributes::new(node_attributes);
         stats.report_tcp(conn, end, peer_known, || gather_tcp(reporter), &attrs, &mut HostSink);
     }
 }
@@ -123,14 +124,47 @@ fn tcp_peer_known(reporter: Reporter) -> bool {
 }
 
 /// The host's attributes for one request, with node attributes from the
-/// VM's cache.
+/// VM's cache, and the exchanged peers as Istio's stats exposes them to CEL.
 struct RequestAttributes<'a> {
     host: HostAttributes,
     node: &'a RefCell<HashMap<Vec<String>, Option<AttrValue>>>,
+    /// `downstream_peer`, `upstream_peer`: decoded on first use.
+    peers: RefCell<[Option<Option<AttrValue>>; 2]>,
+}
+
+impl<'a> RequestAttributes<'a> {
+    fn new(node: &'a RefCell<HashMap<Vec<String>, Option<AttrValue>>>) -> Self {
+        RequestAttributes { host: HostAttributes::new(), node, peers: RefCell::default() }
+    }
+
+    /// `downstream_peer.*` / `upstream_peer.*`: the exchanged peer's
+    /// metadata (header or filter state, as the labels read it) in both of
+    /// Istio's vocabularies ([`peer_attributes`]). Only an exchanged peer:
+    /// the client side's endpoint-metadata fallback fills labels, not CEL.
+    fn peer(&self, which: usize, rest: &[&str]) -> Option<AttrValue> {
+        let mut peers = self.peers.borrow_mut();
+        let peer = peers[which].get_or_insert_with(|| {
+            let metadata = match which {
+                0 => peer_metadata(MapType::RequestHeaders, "downstream_peer"),
+                _ => peer_metadata(MapType::ResponseHeaders, "upstream_peer"),
+            };
+            metadata.map(|m| peer_attributes(&m))
+        });
+        let mut v = peer.as_ref()?;
+        for key in rest {
+            v = v.get(key)?;
+        }
+        Some(v.clone())
+    }
 }
 
 impl AttributeSource for RequestAttributes<'_> {
     fn attribute(&self, path: &[&str]) -> Option<AttrValue> {
+        match path.split_first() {
+            Some((&"downstream_peer", rest)) => return self.peer(0, rest),
+            Some((&"upstream_peer", rest)) => return self.peer(1, rest),
+            _ => {}
+        }
         let is_node = matches!(path, ["node", ..] | ["xds", "node", ..]);
         if !is_node {
             return self.host.attribute(path);
@@ -278,11 +312,15 @@ impl Context for StatsStream {}
 /// metadata-exchange filter left (`downstream_peer` / `upstream_peer`) as a
 /// serialized `google.protobuf.Struct`.
 fn peer(map: MapType, filter_state_name: &str) -> Option<WorkloadInfo> {
-    if let Some(w) = header(map, PEER_METADATA_HEADER).and_then(|v| decode_peer_metadata_header(&v)) {
-        return Some(w);
+    peer_metadata(map, filter_state_name).map(|s| WorkloadInfo::from_struct(&s))
+}
+
+/// The peer's metadata Struct: the header's, else the filter state's.
+fn peer_metadata(map: MapType, filter_state_name: &str) -> Option<AttrValue> {
+    if let Some(m) = header(map, PEER_METADATA_HEADER).and_then(|v| decode_peer_metadata_struct(&v)) {
+        return Some(m);
     }
-    let bytes = property(&[filter_state_name])?;
-    decode_struct(&bytes).map(|s| WorkloadInfo::from_struct(&s))
+    decode_struct(&property(&[filter_state_name])?)
 }
 
 /// The client side's peer: the exchanged one, else (as Istio's stats filter
@@ -391,7 +429,7 @@ impl HttpContext for StatsStream {
         let State { stats, node_attributes, .. } = &mut *guard;
         let Some(stats) = stats.as_mut() else { return };
         let facts = gather(stats.reporter(), stats.host_header_fallback());
-        let attrs = RequestAttributes { host: HostAttributes::new(), node: node_attributes };
+        let attrs = RequestAttributes::new(node_attributes);
         stats.record_http(&facts, &attrs, &mut HostSink);
     }
 }

@@ -90,6 +90,73 @@ impl WorkloadInfo {
     }
 }
 
+/// A peer as stats' CEL expressions see it (`upstream_peer.*`,
+/// `downstream_peer.*`), from its exchanged metadata (a decoded Struct with
+/// node-metadata keys). Both of Istio's vocabularies are offered, so the
+/// configurations of either era evaluate:
+/// * the Wasm-era plugin's flat node fields (istio/proxy
+///   extensions/common/node_info.fbs): `name`, `namespace`, `owner`,
+///   `workload_name`, `istio_version`, `mesh_id`, `cluster_id`, `labels`,
+///   `platform_metadata`, `app_containers`, `instance_ips` (the last two
+///   lists, split at commas as that plugin did);
+/// * the native filter's peer object (istio/proxy
+///   extensions/common/metadata_object.h): `workload`, `cluster`,
+///   `service` and `revision` (the canonical labels), `app`, `version`,
+///   `identity`, `region`, `availability_zone`, `type` (from `OWNER`:
+///   `deployment`, `job`, `cronjob`, `pod`, ...).
+///
+/// Missing keys stay absent (the expression reads them as missing, e.g.
+/// the native era sends no `ISTIO_VERSION`).
+pub fn peer_attributes(metadata: &AttrValue) -> AttrValue {
+    let mut out: Vec<(String, AttrValue)> = Vec::new();
+    let string = |k: &str| metadata.get(k).and_then(AttrValue::as_str).map(str::to_string);
+    let labels = metadata.get("LABELS");
+    let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(AttrValue::as_str).map(str::to_string);
+    let mut put = |name: &str, v: Option<AttrValue>| {
+        if let Some(v) = v {
+            out.push((name.to_string(), v));
+        }
+    };
+    let s = |v: Option<String>| v.map(AttrValue::String);
+    let list = |v: Option<String>| {
+        v.map(|v| {
+            AttrValue::List(v.split(',').filter(|x| !x.is_empty()).map(|x| AttrValue::String(x.into())).collect())
+        })
+    };
+    put("name", s(string("NAME")));
+    put("namespace", s(string("NAMESPACE")));
+    put("owner", s(string("OWNER")));
+    put("workload_name", s(string("WORKLOAD_NAME")));
+    put("istio_version", s(string("ISTIO_VERSION")));
+    put("mesh_id", s(string("MESH_ID")));
+    put("cluster_id", s(string("CLUSTER_ID")));
+    put("labels", labels.filter(|l| matches!(l, AttrValue::Map(_))).cloned());
+    put("platform_metadata", metadata.get("PLATFORM_METADATA").filter(|m| matches!(m, AttrValue::Map(_))).cloned());
+    put("app_containers", list(string("APP_CONTAINERS")));
+    put("instance_ips", list(string("INSTANCE_IPS")));
+    put("workload", s(string("WORKLOAD_NAME")));
+    put("cluster", s(string("CLUSTER_ID")));
+    put("service", s(label(CANONICAL_NAME_LABEL)));
+    put("revision", s(label(CANONICAL_REVISION_LABEL)));
+    put("app", s(label("app")));
+    put("version", s(label("version")));
+    put("identity", s(string("IDENTITY")));
+    put("region", s(string("REGION")));
+    put("availability_zone", s(string("AVAILABILITY_ZONE")));
+    put("type", s(string("OWNER").and_then(|o| owner_type(&o, &string("WORKLOAD_NAME").unwrap_or_default()))));
+    AttrValue::Map(out)
+}
+
+/// The workload type in an `OWNER` such as
+/// `kubernetes://apis/apps/v1/namespaces/ns/deployments/name`: the segment
+/// before the workload's name, without its plural `s`.
+fn owner_type(owner: &str, workload: &str) -> Option<String> {
+    let rest = owner.strip_suffix(workload)?.strip_suffix('/')?;
+    let kind = rest.rsplit('/').next()?;
+    let kind = kind.strip_suffix('s').unwrap_or(kind);
+    (!kind.is_empty()).then(|| kind.to_string())
+}
+
 /// `value`, or `unknown` when it is empty.
 pub fn or_unknown(value: &str) -> &str {
     if value.is_empty() {
@@ -129,8 +196,14 @@ pub fn principal_namespace(principal: &str) -> Option<&str> {
 /// ([`meshwasm_wire::istio::decode_peer_metadata`]). None when it is not
 /// valid base64 or not a Struct.
 pub fn decode_peer_metadata_header(value: &[u8]) -> Option<WorkloadInfo> {
+    decode_peer_metadata_struct(value).map(|s| WorkloadInfo::from_struct(&s))
+}
+
+/// The Struct in an `x-envoy-peer-metadata` value, as a map value; None
+/// when it is not valid base64 or not a Struct.
+pub fn decode_peer_metadata_struct(value: &[u8]) -> Option<AttrValue> {
     let metadata = meshwasm_wire::istio::decode_peer_metadata(value)?;
-    Some(WorkloadInfo::from_struct(&crate::property::struct_to_attr(&metadata)))
+    Some(crate::property::struct_to_attr(&metadata))
 }
 
 /// A serialized `google.protobuf.Struct` as a map value
@@ -173,6 +246,50 @@ mod tests {
         assert_eq!(principal_namespace("spiffe://cluster.local/ns/foo"), Some("foo"));
         assert_eq!(principal_namespace("spiffe://cluster.local/sa/bar"), None);
         assert_eq!(principal_namespace("spiffe://x/ns//sa"), None);
+    }
+
+    #[test]
+    fn peer_attributes_in_both_vocabularies() {
+        let s = |v: &str| AttrValue::String(v.into());
+        let wasm_era = AttrValue::Map(vec![
+            ("NAME".into(), s("ratings-v1-abc")),
+            ("NAMESPACE".into(), s("default")),
+            ("WORKLOAD_NAME".into(), s("ratings-v1")),
+            ("OWNER".into(), s("kubernetes://apis/apps/v1/namespaces/default/deployments/ratings-v1")),
+            ("ISTIO_VERSION".into(), s("1.16.0")),
+            ("MESH_ID".into(), s("mesh1")),
+            ("CLUSTER_ID".into(), s("c1")),
+            ("INSTANCE_IPS".into(), s("10.0.0.1,fe80::1")),
+            (
+                "LABELS".into(),
+                AttrValue::Map(vec![("app".into(), s("ratings")), (CANONICAL_REVISION_LABEL.into(), s("v1"))]),
+            ),
+            ("PLATFORM_METADATA".into(), AttrValue::Map(vec![("gcp_project".into(), s("p"))])),
+            ("N".into(), AttrValue::Double(1.0)),
+        ]);
+        let p = peer_attributes(&wasm_era);
+        let at = |k: &str| p.get(k).cloned();
+        assert_eq!(at("istio_version"), Some(s("1.16.0")));
+        assert_eq!(at("workload_name"), Some(s("ratings-v1")));
+        assert_eq!(at("workload"), Some(s("ratings-v1")));
+        assert_eq!(at("cluster_id"), Some(s("c1")));
+        assert_eq!(at("cluster"), Some(s("c1")));
+        assert_eq!(at("app"), Some(s("ratings")));
+        assert_eq!(at("revision"), Some(s("v1")));
+        assert_eq!(at("service"), None, "no canonical name label");
+        assert_eq!(at("type"), Some(s("deployment")));
+        assert_eq!(at("instance_ips"), Some(AttrValue::List(vec![s("10.0.0.1"), s("fe80::1")])));
+        assert_eq!(p.get("labels").and_then(|l| l.get("app")), Some(&s("ratings")));
+        assert_eq!(p.get("platform_metadata").and_then(|l| l.get("gcp_project")), Some(&s("p")));
+        assert_eq!(at("N"), None, "only the documented names");
+        // The native era's key set: no ISTIO_VERSION, an IDENTITY.
+        let native = AttrValue::Map(vec![("WORKLOAD_NAME".into(), s("w")), ("IDENTITY".into(), s("spiffe://x"))]);
+        let p = peer_attributes(&native);
+        assert_eq!(p.get("identity"), Some(&s("spiffe://x")));
+        assert_eq!(p.get("istio_version"), None);
+        assert_eq!(peer_attributes(&AttrValue::Null), AttrValue::Map(vec![]));
+        assert_eq!(owner_type("kubernetes://apis/batch/v1/namespaces/n/cronjobs/w", "w"), Some("cronjob".into()));
+        assert_eq!(owner_type("x", "w"), None);
     }
 
     #[test]

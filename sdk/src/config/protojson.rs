@@ -16,6 +16,8 @@
 //!   (`1e2`, `"1.0"`), within ±2^53 (signed) or [0, 2^54] (unsigned), and
 //!   32-bit fields are range-checked;
 //! * enums: the value's name, its number, or a string holding the number;
+//!   with [`Enum`], a name the proto does not define is ignored (the
+//!   default), as with `ignore_unknown_fields`, and kept to be reported;
 //! * `google.protobuf.Duration`: a string of seconds with up to 9
 //!   fractional digits and an `s` (`"1s"`, `"0.250s"`). meshwasm also takes
 //!   the Go/absl forms Istio's Wasm-era stats plugin parsed (`"100ms"`,
@@ -34,7 +36,7 @@
 //! fields' names in an [`Unknown`] so the plugin can log and count them,
 //! and refuse them under its `strict` option. Where meshwasm is stricter
 //! than the legacy parser (a field given twice, a single value in place of
-//! a list, `null` inside a list, an enum value the proto does not define),
+//! a list, `null` inside a list, an enum number the proto does not define),
 //! the configuration is refused with the field named.
 
 use super::ConfigError;
@@ -342,9 +344,67 @@ pub trait ProtoEnum: Copy + Default + 'static {
 }
 
 /// An enum field (use it in the enum's `Deserialize` impl): the name, the
-/// number, or a string holding the number; `null` is the default.
+/// number, or a string holding the number; `null` is the default. A name
+/// the proto does not define is an error (see [`Enum`] for the lenient form).
 pub fn enumeration<'de, D: Deserializer<'de>, T: ProtoEnum>(d: D) -> Result<T, D::Error> {
-    struct V<T>(PhantomData<T>);
+    match enum_value::<D, T>(d, false)? {
+        (v, None) => Ok(v),
+        (_, Some(name)) => Err(de::Error::custom(format!("unknown {} `{name}`", T::WHAT))),
+    }
+}
+
+/// An enum field read as protobuf reads it with `ignore_unknown_fields`
+/// (Istio's attributegen, and Envoy's second, lenient pass over a filter's
+/// configuration): a quoted name the proto does not define leaves the field
+/// at its default (protobuf `json/internal/parser.cc`, `ParseEnumFromStr`);
+/// the name is kept in `unknown` for the plugin to log, count, and refuse
+/// under `strict`. A number the proto does not define is still refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enum<T> {
+    pub value: T,
+    /// The name given, when the proto has no such value.
+    pub unknown: Option<String>,
+}
+
+impl<T> From<T> for Enum<T> {
+    fn from(value: T) -> Self {
+        Enum { value, unknown: None }
+    }
+}
+
+impl<'de, T: ProtoEnum> Deserialize<'de> for Enum<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (value, unknown) = enum_value::<D, T>(d, true)?;
+        Ok(Enum { value, unknown })
+    }
+}
+
+impl<T: ProtoEnum> Enum<T> {
+    /// The error to report for an unknown name, at `path`.
+    pub fn error(&self, path: impl Into<String>) -> Option<ConfigError> {
+        let name = self.unknown.as_ref()?;
+        let default = T::VALUES.iter().find(|(_, n, _)| *n == 0).map_or("0", |(d, _, _)| *d);
+        let names = T::VALUES.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ");
+        Some(ConfigError::new(
+            path,
+            format!(
+                "unknown {} `{name}` (expected one of {names}), ignored: the default {default} (as protobuf's JSON parser left it for Istio)",
+                T::WHAT
+            ),
+        ))
+    }
+}
+
+/// The value of an enum field; with `tolerate_names`, an unknown quoted
+/// name is returned (with the default) instead of refused.
+fn enum_value<'de, D: Deserializer<'de>, T: ProtoEnum>(
+    d: D,
+    tolerate_names: bool,
+) -> Result<(T, Option<String>), D::Error> {
+    struct V<T> {
+        tolerate_names: bool,
+        marker: PhantomData<T>,
+    }
     impl<T: ProtoEnum> V<T> {
         fn names() -> String {
             T::VALUES.iter().map(|(n, i, _)| format!("{n} ({i})")).collect::<Vec<_>>().join(", ")
@@ -358,43 +418,44 @@ pub fn enumeration<'de, D: Deserializer<'de>, T: ProtoEnum>(d: D) -> Result<T, D
         }
     }
     impl<T: ProtoEnum> Visitor<'_> for V<T> {
-        type Value = T;
+        type Value = (T, Option<String>);
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             write!(f, "a {} name or number: {}", T::WHAT, Self::names())
         }
-        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
-            Ok(T::default())
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok((T::default(), None))
         }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
             if let Some((_, _, v)) = T::VALUES.iter().find(|(n, _, _)| *n == s) {
-                return Ok(*v);
+                return Ok((*v, None));
             }
             if T::CASE_INSENSITIVE {
                 let upper = s.to_ascii_uppercase();
                 if let Some((_, _, v)) = T::VALUES.iter().find(|(n, _, _)| *n == upper) {
-                    return Ok(*v);
+                    return Ok((*v, None));
                 }
             }
             match s.parse::<i32>() {
-                Ok(n) => Self::by_number(i64::from(n)),
+                Ok(n) => Self::by_number(i64::from(n)).map(|v| (v, None)),
+                Err(_) if self.tolerate_names => Ok((T::default(), Some(s.to_string()))),
                 Err(_) => Err(E::custom(format!("unknown {} `{s}`, expected one of {}", T::WHAT, Self::names()))),
             }
         }
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
-            Self::by_number(n)
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            Self::by_number(n).map(|v| (v, None))
         }
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
-            Self::by_number(i64::try_from(n).unwrap_or(i64::MAX))
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Self::by_number(i64::try_from(n).unwrap_or(i64::MAX)).map(|v| (v, None))
         }
-        fn visit_f64<E: de::Error>(self, f: f64) -> Result<T, E> {
+        fn visit_f64<E: de::Error>(self, f: f64) -> Result<Self::Value, E> {
             if f.fract() == 0.0 && f.abs() <= SIGNED_FLOAT_BOUND {
-                Self::by_number(f as i64)
+                Self::by_number(f as i64).map(|v| (v, None))
             } else {
                 Err(E::custom(format!("unknown {} number {f}", T::WHAT)))
             }
         }
     }
-    d.deserialize_any(V::<T>(PhantomData))
+    d.deserialize_any(V::<T> { tolerate_names, marker: PhantomData })
 }
 
 /// A `google.protobuf.Duration` field in milliseconds; `null` (or absent,
@@ -578,6 +639,24 @@ mod tests {
         const VALUES: &'static [(&'static str, i32, Self)] =
             &[("OFF", 0, Mode::Off), ("SERVER_GATEWAY", 1, Mode::ServerGateway)];
         const CASE_INSENSITIVE: bool = true;
+    }
+
+    /// As protobuf with `ignore_unknown_fields`: an unknown name is the
+    /// default, kept to be reported; unknown numbers and other types are
+    /// still refused.
+    #[test]
+    fn lenient_enums() {
+        let e: Enum<Color> = read(|d| Enum::deserialize(d), "\"BLUE\"").unwrap();
+        assert_eq!(e, Enum { value: Color::Red, unknown: Some("BLUE".into()) });
+        let err = e.error("items[0].color").unwrap();
+        assert_eq!(err.path, "items[0].color");
+        assert!(err.message.contains("unknown color `BLUE`") && err.message.contains("the default RED"), "{err}");
+        assert_eq!(read(|d| Enum::<Color>::deserialize(d), "\"GREEN\""), Ok(Color::Green.into()));
+        assert_eq!(read(|d| Enum::<Color>::deserialize(d), "null"), Ok(Color::Red.into()));
+        assert!(Enum::from(Color::Green).error("x").is_none());
+        assert!(read(|d| Enum::<Color>::deserialize(d), "7").is_err(), "an undefined number is refused");
+        assert!(read(|d| Enum::<Color>::deserialize(d), "\"7\"").is_err());
+        assert!(read(|d| Enum::<Color>::deserialize(d), "true").is_err());
     }
 
     /// As protobuf with `case_insensitive_enum_parsing`: the name upper-cased.

@@ -10,7 +10,9 @@
 //! configuration, so a typo cannot pass unnoticed). What Istio's plugin
 //! accepted is accepted (istio/proxy `extensions/attributegen/plugin.cc`,
 //! `onConfigure`):
-//! * unknown fields: Istio parsed with `ignore_unknown_fields`; ignored;
+//! * unknown fields, and unknown phase names: Istio parsed with
+//!   `ignore_unknown_fields`, which also leaves an enum at its default when
+//!   its name is unknown; ignored (the phase is `AFTER_RESPONSE`);
 //! * a condition that does not compile: Istio stopped at the first one,
 //!   cleared every generator, counted one config error and went on; so
 //!   does meshwasm (later conditions are not compiled);
@@ -24,7 +26,7 @@
 
 use crate::rules::{AttributeGen, Generator, Match};
 use meshwasm_sdk::cel::Expression;
-use meshwasm_sdk::config::protojson::{self, ProtoEnum, Unknown};
+use meshwasm_sdk::config::protojson::{self, Enum, ProtoEnum, Unknown};
 use meshwasm_sdk::config::{self, ConfigError};
 use serde::de::Deserializer;
 use serde::Deserialize;
@@ -76,7 +78,7 @@ pub struct PluginConfig {
 #[derive(Debug, Default, Deserialize)]
 pub struct AttributeGeneration {
     #[serde(default)]
-    pub phase: Phase,
+    pub phase: Enum<Phase>,
     #[serde(default, alias = "outputAttribute", deserialize_with = "protojson::string")]
     pub output_attribute: String,
     #[serde(default, rename = "match", deserialize_with = "protojson::messages")]
@@ -116,6 +118,9 @@ impl AttributeGen {
             for e in a.unknown.errors_at(format!("attributes[{i}]")) {
                 tolerate(e)?;
             }
+            if let Some(e) = a.phase.error(format!("attributes[{i}].phase")) {
+                tolerate(e)?;
+            }
             for (j, m) in a.matches.iter().enumerate() {
                 for e in m.unknown.errors_at(format!("attributes[{i}].match[{j}]")) {
                     tolerate(e)?;
@@ -153,7 +158,7 @@ impl AttributeGen {
                 };
                 matches.push(Match { condition, value: m.value });
             }
-            generators.push(Generator { phase: a.phase, output_attribute: a.output_attribute, matches });
+            generators.push(Generator { phase: a.phase.value, output_attribute: a.output_attribute, matches });
         }
         if uncompiled {
             // Istio's plugin cleared every generator when one condition did
@@ -216,6 +221,20 @@ mod tests {
         assert_eq!(ag.run(Phase::AfterResponse, &BTreeMap::new())[0], Outcome::Set { attribute: "a", value: "v" });
         let e = err(&cfg.replacen('{', r#"{"strict":true,"#, 1));
         assert_eq!(e.path, "extra");
+        // An unknown phase name too (protobuf leaves the default,
+        // AFTER_RESPONSE); an unknown number is still refused.
+        let later = r#"{"attributes":[{"output_attribute":"a","phase":"LATER","match":[{"value":"v"}]}]}"#;
+        let ag = AttributeGen::from_config(later.as_bytes()).unwrap();
+        assert_eq!(ag.generators[0].phase, Phase::AfterResponse);
+        assert_eq!(ag.tolerated[0].path, "attributes[0].phase");
+        assert!(ag.tolerated[0].message.contains("unknown phase `LATER`"), "{}", ag.tolerated[0]);
+        assert_eq!(err(&later.replacen('{', r#"{"strict":true,"#, 1)).path, "attributes[0].phase");
+        assert!(
+            err(r#"{"attributes":[{"output_attribute":"a","phase":"later"}],"strict":true}"#)
+                .message
+                .contains("unknown phase"),
+            "names are case-sensitive, as in JsonStringToMessage's defaults"
+        );
     }
 
     #[test]
@@ -231,9 +250,6 @@ mod tests {
         assert!(e.message.contains("expected a JSON object"), "{e}");
         let e = err(r#"{"debug":"maybe"}"#);
         assert_eq!(e.path, "debug");
-        let e = err(r#"{"attributes":[{"output_attribute":"a","phase":"LATER"}]}"#);
-        assert_eq!(e.path, "attributes[0].phase");
-        assert!(e.message.contains("ON_REQUEST"), "{e}");
         let e = err(r#"{"attributes":[{"output_attribute":"a","phase":2}]}"#);
         assert_eq!(e.path, "attributes[0].phase");
         let e = err(r#"{"attributes":[{"output_attribute":"a","outputAttribute":"b"}]}"#);

@@ -6,17 +6,18 @@
 //! `strict`).
 //!
 //! What protobuf's parser refuses is refused here, naming the field:
-//! ill-typed values, unknown enum names, bad durations, a configuration or
-//! nested message that is not an object. Enum names are also taken in any
-//! case (`"server_gateway"`), as Envoy converts the native filter's
-//! configuration with `case_insensitive_enum_parsing`. Unknown fields are
-//! kept by name ([`PluginConfig::unknown_fields`]): Envoy warns about them
-//! and ignores them in dynamic configuration, and Istio's Wasm plugin never
-//! looked at them. Semantic checks (CEL, names) and the unknown fields are
+//! ill-typed values, unknown enum numbers, bad durations, a configuration
+//! or nested message that is not an object. Enum names are also taken in
+//! any case (`"server_gateway"`), as Envoy converts the native filter's
+//! configuration with `case_insensitive_enum_parsing`. Unknown fields and
+//! unknown enum names are kept ([`PluginConfig::unknown_fields`]): Envoy's
+//! second, lenient pass (`ignore_unknown_fields`) ignores them and it only
+//! warns in dynamic configuration, and Istio's Wasm plugin never looked at
+//! unknown fields (it read an unknown metric type as `COUNTER`). Semantic checks (CEL, names) and the unknown fields are
 //! handled when the core is built (`metrics::Stats::new`): what Istio
 //! tolerated is logged and counted, unless `strict`.
 
-use meshwasm_sdk::config::protojson::{self, ProtoEnum, Unknown};
+use meshwasm_sdk::config::protojson::{self, Enum, ProtoEnum, Unknown};
 use meshwasm_sdk::config::ConfigError;
 use serde::de::Deserializer;
 use serde::Deserialize;
@@ -65,9 +66,9 @@ pub struct PluginConfig {
     pub definitions: Vec<MetricDefinition>,
     /// Istio <= 1.16's `metadata_mode`; accepted, ignored.
     #[serde(alias = "metadataMode")]
-    pub metadata_mode: MetadataMode,
+    pub metadata_mode: Enum<MetadataMode>,
     /// `UNSPECIFIED` (from the listener direction) or `SERVER_GATEWAY`.
-    pub reporter: ReporterConfig,
+    pub reporter: Enum<ReporterConfig>,
     /// Istio's metric scope rotation; accepted, ignored (Envoy's stats
     /// eviction is configured outside the plugin).
     #[serde(alias = "rotationInterval", deserialize_with = "proto_duration_ms")]
@@ -101,13 +102,21 @@ pub struct PluginConfig {
 }
 
 impl PluginConfig {
-    /// One error per unknown field, at any level, naming it
-    /// (`metrics[0].dimension`).
+    /// One error per unknown field or unknown enum name, at any level,
+    /// naming it (`metrics[0].dimension`, `definitions[0].type`): what
+    /// protobuf ignores with `ignore_unknown_fields`.
     pub fn unknown_fields(&self) -> Vec<ConfigError> {
-        let metrics = self.metrics.iter().enumerate().flat_map(|(i, m)| m.unknown.errors_at(format!("metrics[{i}]")));
-        let definitions =
-            self.definitions.iter().enumerate().flat_map(|(i, d)| d.unknown.errors_at(format!("definitions[{i}]")));
-        self.unknown.errors("").chain(metrics).chain(definitions).collect()
+        let mut out: Vec<ConfigError> = self.unknown.errors("").collect();
+        out.extend(self.reporter.error("reporter"));
+        out.extend(self.metadata_mode.error("metadata_mode"));
+        for (i, m) in self.metrics.iter().enumerate() {
+            out.extend(m.unknown.errors_at(format!("metrics[{i}]")));
+        }
+        for (i, d) in self.definitions.iter().enumerate() {
+            out.extend(d.unknown.errors_at(format!("definitions[{i}]")));
+            out.extend(d.kind.error(format!("definitions[{i}].type")));
+        }
+        out
     }
 }
 
@@ -146,7 +155,7 @@ pub struct MetricDefinition {
     #[serde(deserialize_with = "protojson::string")]
     pub value: String,
     #[serde(rename = "type")]
-    pub kind: MetricKind,
+    pub kind: Enum<MetricKind>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -232,7 +241,7 @@ mod tests {
     #[test]
     fn istio_configs_parse() {
         let c: PluginConfig = parse(b"").unwrap();
-        assert!(!c.debug && c.metrics.is_empty() && c.reporter == ReporterConfig::Unspecified);
+        assert!(!c.debug && c.metrics.is_empty() && c.reporter.value == ReporterConfig::Unspecified);
         let c: PluginConfig = parse(
             br#"{
               "debug": false, "stat_prefix": "istio", "field_separator": ";.;", "value_separator": "=.=",
@@ -249,10 +258,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.tcp_reporting_duration, Some(15_000));
         assert_eq!(c.max_peer_cache_size, 100);
-        assert_eq!(c.reporter, ReporterConfig::ServerGateway);
-        assert_eq!(c.metadata_mode, MetadataMode::UpstreamHostMetadata);
+        assert_eq!(c.reporter.value, ReporterConfig::ServerGateway);
+        assert_eq!(c.metadata_mode.value, MetadataMode::UpstreamHostMetadata);
         assert_eq!(c.metrics[0].tags_to_remove, ["request_protocol"]);
-        assert_eq!(c.definitions[1].kind, MetricKind::Gauge);
+        assert_eq!(c.definitions[1].kind.value, MetricKind::Gauge);
         assert_eq!(c.max_series_per_metric, None);
     }
 
@@ -277,14 +286,14 @@ mod tests {
         assert!(c.debug && !c.strict);
         assert_eq!(c.max_peer_cache_size, 100);
         assert_eq!(c.max_series_per_metric, Some(5));
-        assert_eq!(c.reporter, ReporterConfig::ServerGateway);
-        assert_eq!(c.metadata_mode, MetadataMode::ClusterMetadata);
+        assert_eq!(c.reporter.value, ReporterConfig::ServerGateway);
+        assert_eq!(c.metadata_mode.value, MetadataMode::ClusterMetadata);
         assert!(c.metrics[0].drop && c.metrics[0].name.is_empty() && c.metrics[0].tags_to_remove.is_empty());
-        assert_eq!(c.definitions[0].kind, MetricKind::Histogram);
+        assert_eq!(c.definitions[0].kind.value, MetricKind::Histogram);
         assert_eq!(c.rotation_interval, None);
         let c: PluginConfig =
             parse(br#"{"metrics":null,"definitions":null,"reporter":null,"max_series_per_metric":null}"#).unwrap();
-        assert!(c.metrics.is_empty() && c.definitions.is_empty() && c.reporter == ReporterConfig::Unspecified);
+        assert!(c.metrics.is_empty() && c.definitions.is_empty() && c.reporter.value == ReporterConfig::Unspecified);
         assert_eq!(c.max_series_per_metric, None, "null is the default");
     }
 
@@ -310,9 +319,9 @@ mod tests {
         let c: PluginConfig =
             parse(br#"{"reporter":"server_gateway","metadata_mode":"Cluster_Metadata_Mode","definitions":[{"type":"gauge"}]}"#)
                 .unwrap();
-        assert_eq!(c.reporter, ReporterConfig::ServerGateway);
-        assert_eq!(c.metadata_mode, MetadataMode::ClusterMetadata);
-        assert_eq!(c.definitions[0].kind, MetricKind::Gauge);
+        assert_eq!(c.reporter.value, ReporterConfig::ServerGateway);
+        assert_eq!(c.metadata_mode.value, MetadataMode::ClusterMetadata);
+        assert_eq!(c.definitions[0].kind.value, MetricKind::Gauge);
     }
 
     /// Unknown fields parse (values of any type, at any level) and are
@@ -331,6 +340,23 @@ mod tests {
         assert!(parse::<PluginConfig>(b"{}").unwrap().unknown_fields().is_empty());
     }
 
+    /// Unknown enum names are ignored as protobuf ignores them with
+    /// `ignore_unknown_fields` (Envoy's lenient pass): the default, listed.
+    #[test]
+    fn unknown_enum_names_are_listed() {
+        let c: PluginConfig = parse(
+            br#"{"reporter":"CLIENT","metadata_mode":"server-gateway","definitions":[{"name":"x","value":"1","type":"SUMMARY"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.reporter.value, ReporterConfig::Unspecified);
+        assert_eq!(c.definitions[0].kind.value, MetricKind::Counter);
+        let errors = c.unknown_fields();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["reporter", "metadata_mode", "definitions[0].type"]);
+        assert!(errors[2].message.contains("unknown metric type `SUMMARY`"), "{}", errors[2]);
+        assert!(errors[2].message.contains("the default COUNTER"), "{}", errors[2]);
+    }
+
     #[test]
     fn bad_configs_name_the_field() {
         let cases: &[(&[u8], &str, &str)] = &[
@@ -341,16 +367,10 @@ mod tests {
                 "expected a sequence",
             ),
             (
-                br#"{"definitions":[{"name":"x","value":"1","type":"SUMMARY"}]}"#,
-                "definitions[0].type",
-                "unknown metric type `SUMMARY`",
-            ),
-            (
                 br#"{"definitions":[{"name":"x","value":"1","type":7}]}"#,
                 "definitions[0].type",
                 "unknown metric type number 7",
             ),
-            (br#"{"reporter":"CLIENT"}"#, "reporter", "unknown reporter `CLIENT`"),
             (br#"{"tcp_reporting_duration":"5 seconds"}"#, "tcp_reporting_duration", "invalid duration"),
             (br#"{"tcp_reporting_duration":5}"#, "tcp_reporting_duration", "a duration"),
             (br#"{"disable_host_header_fallback":"maybe"}"#, "disable_host_header_fallback", "invalid boolean"),
@@ -359,7 +379,7 @@ mod tests {
             (br#"{"max_series_per_metric":"1.5"}"#, "max_series_per_metric", "fractional part"),
             (br#"{"max_peer_cache_size":" 5"}"#, "max_peer_cache_size", "invalid integer"),
             (br#"{"tcp_reporting_duration":"-1s"}"#, "tcp_reporting_duration", "invalid duration"),
-            (br#"{"reporter":"server-gateway"}"#, "reporter", "unknown reporter"),
+            (br#"{"reporter":2}"#, "reporter", "unknown reporter number 2"),
             (br#"{"metrics":[["requests_total"]]}"#, "metrics[0]", "expected a JSON object"),
             (br#"{"definitions":{"name":"x"}}"#, "definitions", "expected a sequence"),
             (br#"{"metrics":[{"dimensions":{"a":"x","a":"y"}}]}"#, "metrics[0].dimensions", "duplicate key `a`"),

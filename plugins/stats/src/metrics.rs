@@ -207,7 +207,7 @@ impl<E: Expression> Stats<E> {
             metrics.push(Metric {
                 short_name: d.name.clone(),
                 full_name: naming.metric_name(&d.name),
-                kind: d.kind,
+                kind: d.kind.value,
                 value: MetricValue::Custom(values.len() - 1),
                 plan: LabelPlan::custom(),
                 dropped: false,

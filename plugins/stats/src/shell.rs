@@ -232,9 +232,9 @@ impl RootContext for StatsRoot {
             Err(e) => return refuse(&e),
         };
         let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
-        let fixed = Reporter::fixed(config.reporter, &root_id);
+        let fixed = Reporter::fixed(config.reporter.value, &root_id);
         let direction = property_i64(&["xds", "listener_direction"]);
-        let reporter = Reporter::choose(config.reporter, &root_id, direction);
+        let reporter = Reporter::choose(config.reporter.value, &root_id, direction);
         match Stats::<Cel>::new(&config, reporter, local_workload()) {
             Ok((stats, warnings, tolerated)) => {
                 for w in warnings {

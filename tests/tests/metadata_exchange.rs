@@ -364,10 +364,9 @@ fn tcp_server_side_reads_drains_and_answers_in_kind() {
     assert_eq!(r.connections[2].downstream_received, "world");
     assert_eq!(counter(&r, "metadata_exchange.metadata_added"), 2);
     assert_eq!(counter(&r, "metadata_exchange.initial_header_not_found"), 1);
-    let line = r
-        .prometheus
-        .lines()
-        .find(|l| l.starts_with("istio_tcp_connections_closed_total{") && l.contains("source_workload_namespace=\"c\""));
+    let line = r.prometheus.lines().find(|l| {
+        l.starts_with("istio_tcp_connections_closed_total{") && l.contains("source_workload_namespace=\"c\"")
+    });
     assert!(line.is_some_and(|l| l.ends_with(" 2")), "{}", r.prometheus);
 }
 

@@ -278,6 +278,12 @@ pub fn bootstrap(s: &Scenario, layout: &Layout) -> Value {
                 json!({"filter_metadata": s.upstream_endpoint_metadata});
         }
     }
+    // And the cluster's own metadata (Istio's `istio.services`).
+    if !s.upstream_cluster_metadata.is_empty() {
+        for c in clusters.iter_mut() {
+            c["metadata"] = json!({"filter_metadata": s.upstream_cluster_metadata});
+        }
+    }
     clusters.extend(layout.clusters.iter().map(|(name, port)| cluster(name, *port)));
     json!({
         "node": {
@@ -416,6 +422,14 @@ mod tests {
         assert_eq!(endpoint(0)["metadata"]["filter_metadata"]["istio"]["workload"], "w;ns;s;r;c");
         assert_eq!(clusters[1]["name"], "callee");
         assert!(endpoint(1).get("metadata").is_none(), "http_call clusters keep none");
+        let s = scenario(
+            r#"{"plugins":[{"wasm":"a.wasm"}],"clusters":["callee"],"streams":[],
+                "upstream_cluster_metadata":{"istio":{"services":[{"host":"h","name":"n","namespace":"ns"}]}}}"#,
+        );
+        let b = bootstrap(&s, &layout(1));
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters[0]["metadata"]["filter_metadata"]["istio"]["services"][0]["name"], "n");
+        assert!(clusters[1].get("metadata").is_none());
     }
 
     #[test]

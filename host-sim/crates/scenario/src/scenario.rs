@@ -52,6 +52,12 @@ pub struct Scenario {
     /// `xds.upstream_host_metadata` in host-sim once the upstream is picked.
     #[serde(default)]
     pub upstream_endpoint_metadata: serde_json::Map<String, Value>,
+    /// The upstream cluster's `Cluster.metadata.filter_metadata`, e.g.
+    /// Istio's `{"istio": {"services": [{"host": "...", "name": "...",
+    /// "namespace": "..."}]}}`: on the generated HTTP and TCP upstream
+    /// clusters in Envoy, `xds.cluster_metadata` in host-sim.
+    #[serde(default)]
+    pub upstream_cluster_metadata: serde_json::Map<String, Value>,
     /// HTTP streams, replayed one after another.
     #[serde(default)]
     pub streams: Vec<StreamSpec>,

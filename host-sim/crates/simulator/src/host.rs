@@ -206,6 +206,7 @@ fn proxy_facts<'a>(h: &'a VmHost, plugin: &'a PluginInfo) -> ProxyFacts<'a> {
         plugin_vm_id: &h.vm_id,
         upstream_cluster: &h.facts.upstream_cluster,
         upstream_host_metadata: &h.facts.upstream_host_metadata,
+        upstream_cluster_metadata: &h.facts.upstream_cluster_metadata,
     }
 }
 

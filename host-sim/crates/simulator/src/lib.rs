@@ -70,6 +70,9 @@ pub(crate) struct SimFacts {
     /// The upstream endpoint's `filter_metadata` (scenario
     /// `upstream_endpoint_metadata`).
     pub upstream_host_metadata: serde_json::Map<String, serde_json::Value>,
+    /// The upstream cluster's `filter_metadata` (scenario
+    /// `upstream_cluster_metadata`).
+    pub upstream_cluster_metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where one plugin lives on one thread.
@@ -121,6 +124,7 @@ impl Proxy {
             clusters: scenario.clusters.clone(),
             upstream_cluster: UPSTREAM_CLUSTER.into(),
             upstream_host_metadata: scenario.upstream_endpoint_metadata.clone(),
+            upstream_cluster_metadata: scenario.upstream_cluster_metadata.clone(),
         });
         let state = Rc::new(RefCell::new(ProxyState::default()));
         let plugins: Vec<Rc<PluginInfo>> = scenario

@@ -21,6 +21,8 @@ pub struct ProxyFacts<'a> {
     pub upstream_cluster: &'a str,
     /// The upstream endpoint's `filter_metadata`.
     pub upstream_host_metadata: &'a serde_json::Map<String, Json>,
+    /// The upstream cluster's `filter_metadata`.
+    pub upstream_cluster_metadata: &'a serde_json::Map<String, Json>,
 }
 
 /// A typed value before encoding.
@@ -149,17 +151,16 @@ fn resolve_top(
             // (Envoy's CEL `xds.upstream_host_metadata`): the serialized
             // message, or indexed as `filter_metadata.<namespace>.<key>`.
             // Only once the upstream is picked, as in Envoy.
-            "upstream_host_metadata" => match stream {
-                Some((s, _)) if s.reached_upstream => {
-                    if rest.len() > 1 {
-                        let filter_metadata = Json::Object(facts.upstream_host_metadata.clone());
-                        let metadata =
-                            Json::Object(serde_json::Map::from_iter([("filter_metadata".into(), filter_metadata)]));
-                        one(Prop::Json(metadata))
-                    } else {
-                        one(Prop::Proto(encode_metadata(facts.upstream_host_metadata)))
-                    }
+            // The upstream cluster's metadata (Envoy's CEL
+            // `xds.cluster_metadata`), where `xds.cluster_name` is known.
+            "cluster_metadata" => match stream {
+                Some((s, _)) if !s.network || s.reached_upstream => {
+                    metadata_property(facts.upstream_cluster_metadata, rest)
                 }
+                _ => Err(Status::NotFound),
+            },
+            "upstream_host_metadata" => match stream {
+                Some((s, _)) if s.reached_upstream => metadata_property(facts.upstream_host_metadata, rest),
                 _ => Err(Status::NotFound),
             },
             "listener_direction" if stream.is_some() => one(Prop::Int(match facts.direction {
@@ -202,6 +203,17 @@ fn resolve_top(
             let e = s.filter_state.get(&format!("wasm.{other}")).ok_or(Status::NotFound)?;
             Ok(Resolved::Value(Prop::Bytes(e.value.clone()), 0))
         }
+    }
+}
+
+/// A `Metadata` property: the serialized message, or (with segments left)
+/// a value to index as `filter_metadata.<namespace>.<key>`.
+fn metadata_property(filter_metadata: &serde_json::Map<String, Json>, rest: &[&str]) -> HostResult<Resolved> {
+    if rest.len() > 1 {
+        let metadata = serde_json::Map::from_iter([("filter_metadata".into(), Json::Object(filter_metadata.clone()))]);
+        Ok(Resolved::Value(Prop::Json(Json::Object(metadata)), 1))
+    } else {
+        Ok(Resolved::Value(Prop::Proto(encode_metadata(filter_metadata)), 1))
     }
 }
 
@@ -445,6 +457,7 @@ mod tests {
             plugin_vm_id: "",
             upstream_cluster: "upstream",
             upstream_host_metadata: &EMPTY,
+            upstream_cluster_metadata: &EMPTY,
         }
     }
 
@@ -529,5 +542,18 @@ mod tests {
         want.extend_from_slice(&entry);
         assert_eq!(whole, want);
         assert_eq!(get_property(&f, None, &path), Err(Status::NotFound), "no stream in root");
+        // Cluster metadata: Istio's services list, indexed by position.
+        let serde_json::Value::Object(cluster) =
+            serde_json::json!({"istio": {"services": [{"host": "r.default.svc.cluster.local", "name": "r"}]}})
+        else {
+            panic!("an object")
+        };
+        let f = ProxyFacts { upstream_cluster_metadata: &cluster, ..facts(&node) };
+        let path = ["xds", "cluster_metadata", "filter_metadata", "istio", "services", "0", "name"];
+        assert_eq!(get_property(&f, Some((&s, 0)), &path).unwrap(), b"r");
+        assert_eq!(
+            get_property(&f, Some((&s, 0)), &["xds", "cluster_metadata", "filter_metadata", "x"]),
+            Err(Status::NotFound)
+        );
     }
 }

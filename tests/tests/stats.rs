@@ -472,14 +472,17 @@ fn bad_configs_are_rejected_naming_the_field() {
             json!({"strict": true, "metrics": [{"name": "requests_total", "dimensions": {"x": "request.method ==="}}]}),
             "metrics[0].dimensions.x",
         ),
-        (json!({"definitions": [{"name": "get_calls", "type": "SUMMARY", "value": "1"}]}), "definitions[0].type"),
+        (
+            json!({"strict": true, "definitions": [{"name": "get_calls", "type": "SUMMARY", "value": "1"}]}),
+            "definitions[0].type",
+        ),
         (
             json!({"strict": true, "definitions": [{"name": "get_calls", "value": "request.method.startsWith("}]}),
             "definitions[0].value",
         ),
         (json!({"metrics": [{"tags_to_remove": "request_protocol"}]}), "metrics[0].tags_to_remove"),
         (json!({"tcp_reporting_duration": "soon"}), "tcp_reporting_duration"),
-        (json!({"metrix": []}), "metrix"),
+        (json!({"strict": true, "metrix": []}), "metrix"),
         (json!({"strict": true, "definitions": [{"name": "requests_total", "value": "1"}]}), "definitions[0].name"),
     ];
     for (config, path) in cases {

@@ -284,9 +284,9 @@ fn a_two_proxy_scenario_prints_both_proxies_and_refuses_what_it_does_not_model()
     let tcp = scenario_file(
         "two-tcp",
         serde_json::json!({"plugins": [{"wasm": wasm}], "server_proxy": {},
-            "connections": [{"events": [{"downstream": "x"}]}]}),
+            "connections": [{"upstream_unreachable": true}]}),
     );
     let (code, _, stderr) = host_sim(&["run", tcp.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("`connections`"), "{stderr}");
+    assert!(stderr.contains("`connections[0].upstream_unreachable`"), "{stderr}");
 }

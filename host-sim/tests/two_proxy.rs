@@ -145,3 +145,35 @@ fn a_reset_on_the_server_proxy_is_the_client_routers_503() {
     assert!(header(&got.headers, "x-envoy-upstream-service-time").is_none());
     assert!(r.server_proxy.as_deref().unwrap().streams[0].reset);
 }
+
+#[test]
+fn tcp_bytes_and_fins_cross_both_proxies_in_order() {
+    let net = |name: &str| {
+        serde_json::json!({"name": name, "wasm": probe_wasm(), "type": "network", "root_id": "probe",
+            "configuration": {"context": "network", "lifecycle": true, "name": name}})
+    };
+    let r = run(serde_json::json!({
+        "direction": "outbound",
+        "plugins": [net("client-net")],
+        "server_proxy": {"plugins": [net("server-net")]},
+        "connections": [
+            {"name": "echo", "events": [{"downstream": "ping"}, {"upstream": "pong"}, {"close": "downstream"}, {"close": "upstream"}]},
+            {"name": "reset", "events": [{"downstream": "abc"}, {"upstream": "de"}, {"reset": "downstream"}]}
+        ]
+    }));
+    let server = r.server_proxy.as_deref().unwrap();
+    let c = &r.connections[0];
+    let s = &server.connections[0];
+    // The client proxy's upstream is the server proxy's client.
+    assert_eq!((c.upstream_received.as_str(), c.downstream_received.as_str()), ("ping", "pong"));
+    assert_eq!((s.upstream_received.as_str(), s.downstream_received.as_str()), ("ping", "pong"));
+    let lines = |c: &host_sim::result::ConnectionResult| c.logs.iter().map(|l| l.message.clone()).collect::<Vec<_>>();
+    assert!(lines(s).contains(&"lifecycle downstream_data size=0 eos=true".to_string()), "{:?}", lines(s));
+    assert!(lines(c).contains(&"lifecycle upstream_data size=0 eos=true".to_string()), "{:?}", lines(c));
+    // A reset at the client proxy reaches the server proxy as a FIN; the
+    // server proxy closes once its upstream has (observed in Envoy 1.40).
+    let s = lines(&server.connections[1]);
+    assert!(s.contains(&"lifecycle downstream_data size=0 eos=true".to_string()), "{s:?}");
+    assert!(s.contains(&"lifecycle downstream_close peer=Local".to_string()), "{s:?}");
+    assert!(lines(&r.connections[1]).contains(&"lifecycle downstream_close peer=Remote".to_string()));
+}

@@ -8,13 +8,13 @@
 
 use crate::bootstrap::{self, Layout};
 use crate::exchange::{exchange, settle};
-use crate::listeners::{effective_connection, ListenerPlan};
+use crate::listeners::{effective_connection, effective_tcp_connection, ListenerPlan};
 use crate::logs::PluginIdent;
 use crate::process::{environment, EnvoyProcess, Readiness};
-use crate::result::{PluginStatus, RunResult, StreamResult};
-use crate::results::{find_access_entry, idents, stream_result};
+use crate::result::{ConnectionResult, PluginStatus, RunResult, StreamResult};
+use crate::results::{connection_result, find_access_entry, idents, stream_result};
 use crate::scenario::Scenario;
-use crate::{http, logs, servers, stats, EnvoyOptions};
+use crate::{http, logs, servers, stats, tcp, EnvoyOptions};
 use anyhow::{bail, Context, Result};
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -33,6 +33,8 @@ struct Recorded {
     /// The relay's address towards the server Envoy on the connection
     /// that carried the last request (the client in the server's access log).
     client_of_server: Option<SocketAddr>,
+    /// Connections the client Envoy opened through the relay.
+    accepted: usize,
 }
 
 /// A TCP relay from the client Envoy's upstream connections to the server
@@ -55,6 +57,7 @@ impl Relay {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((down, _)) => {
+                        r.lock().unwrap_or_else(|e| e.into_inner()).accepted += 1;
                         let _ = down.set_nonblocking(false);
                         if let Ok(up) = TcpStream::connect(("127.0.0.1", target)) {
                             pipe(down, up, r.clone());
@@ -129,7 +132,7 @@ fn start_side(
     s: &Scenario,
     dir: &Path,
     binary: &Path,
-    upstream_port: u16,
+    (upstream_port, tcp_upstream_port): (u16, u16),
     clusters: &[(String, u16)],
     opts: &EnvoyOptions,
 ) -> Result<Side> {
@@ -139,7 +142,7 @@ fn start_side(
     let layout = Layout {
         listeners: plan.listeners.iter().map(|(_, l)| l.clone()).collect(),
         upstream_port,
-        tcp_upstream_port: 0,
+        tcp_upstream_port,
         clusters: clusters.to_vec(),
         wasm_paths: s.plugins.iter().map(|p| std::path::absolute(&p.wasm).unwrap_or_else(|_| p.wasm.clone())).collect(),
         access_log: access_log.clone(),
@@ -210,11 +213,22 @@ pub fn run_two(
     opts: &EnvoyOptions,
 ) -> Result<RunResult> {
     let servers = servers::Servers::start(&scenario.clusters).map_err(environment)?;
-    let mut srv =
-        start_side(server, &work.join("server"), binary, servers.upstream_port, &servers.cluster_ports, opts)?;
-    let server_port = *srv.ports.get(&srv.plan.listeners[0].1.name).context("server listener port")?;
-    let relay = Relay::start(server_port).map_err(environment)?;
-    let mut cli = start_side(scenario, &work.join("client"), binary, relay.port, &servers.cluster_ports, opts)?;
+    let mut tcp_upstream = tcp::TcpUpstream::start().map_err(environment)?;
+    let upstreams = (servers.upstream_port, tcp_upstream.port);
+    let mut srv = start_side(server, &work.join("server"), binary, upstreams, &servers.cluster_ports, opts)?;
+    // The server's HTTP listener (the first; its streams' listener) and, with
+    // connections, its TCP listener: each gets its own relay.
+    let port_of = |side: &Side, listener: usize| side.ports.get(&side.plan.listeners[listener].1.name).copied();
+    let http_listener = srv.plan.streams.first().map_or(0, |(l, _)| *l);
+    let relay = Relay::start(port_of(&srv, http_listener).context("server listener port")?).map_err(environment)?;
+    let tcp_relay = match srv.plan.connections.first() {
+        Some((l, _)) => {
+            Some(Relay::start(port_of(&srv, *l).context("server TCP listener port")?).map_err(environment)?)
+        }
+        None => None,
+    };
+    let client_upstreams = (relay.port, tcp_relay.as_ref().map_or(0, |r| r.port));
+    let mut cli = start_side(scenario, &work.join("client"), binary, client_upstreams, &servers.cluster_ports, opts)?;
 
     let (mut failed_c, mut failed_s): (Option<usize>, Option<usize>) = (None, None);
     for (i, stream) in scenario.streams.iter().enumerate() {
@@ -274,6 +288,50 @@ pub fn run_two(
         }
         cli.result.streams.push(r);
     }
+    for (i, spec) in scenario.connections.iter().enumerate() {
+        if spec.advance_ms_before > 0 {
+            std::thread::sleep(Duration::from_millis(spec.advance_ms_before));
+        }
+        let Some(tcp_relay) = &tcp_relay else { break };
+        tcp_relay.take();
+        let (start_c, start_s) = (cli.envoy.log_len(), srv.envoy.log_len());
+        let (listener, cert) = &cli.plan.connections[i];
+        let port = *cli.ports.get(&cli.plan.listeners[*listener].1.name).context("TCP listener port")?;
+        let conn = effective_tcp_connection(scenario, spec);
+        let outcome = match tcp::replay(port, conn, cert.as_ref(), &mut tcp_upstream, spec) {
+            Ok(x) => x,
+            Err(e) => bail!("connection {i} ({}): {e:#}. {}", spec.name, cli.envoy.log_tail_section(30)),
+        };
+        let client = outcome.client_addr.map(|a| a.to_string()).unwrap_or_default();
+        wait_entry(&cli.access_log, &client, &mut cli.envoy);
+        let rec = tcp_relay.take();
+        if let Some(a) = rec.client_of_server {
+            wait_entry(&srv.access_log, &a.to_string(), &mut srv.envoy);
+        }
+        let end_s = settle(&srv.envoy, start_s, Duration::from_secs(2));
+        let end_c = settle(&cli.envoy, start_c, Duration::from_secs(2));
+        cli.windows.push((start_c, end_c));
+        srv.windows.push((start_s, end_s));
+        // What crossed between the two Envoys is each one's other side.
+        let server_outcome = tcp::TcpOutcome {
+            client_addr: rec.client_of_server,
+            upstream_connected: outcome.upstream_connected,
+            upstream_received: outcome.upstream_received.clone(),
+            downstream_received: rec.down.clone(),
+        };
+        let client_outcome =
+            tcp::TcpOutcome { upstream_connected: rec.accepted > 0, upstream_received: rec.up.clone(), ..outcome };
+        let text = srv.envoy.log_from(start_s);
+        let (lines, _) = logs::parse(text.get(..end_s - start_s).unwrap_or(&text), start_s);
+        srv.result.connections.push(if rec.accepted > 0 {
+            connection_result(spec, &srv.plugins, &lines, server_outcome)
+        } else {
+            ConnectionResult { name: spec.name.clone(), ..Default::default() }
+        });
+        let text = cli.envoy.log_from(start_c);
+        let (lines, _) = logs::parse(text.get(..end_c - start_c).unwrap_or(&text), start_c);
+        cli.result.connections.push(connection_result(spec, &cli.plugins, &lines, client_outcome));
+    }
     if scenario.advance_ms_after > 0 {
         std::thread::sleep(Duration::from_millis(scenario.advance_ms_after));
     }
@@ -282,6 +340,7 @@ pub fn run_two(
     finish_side(&mut cli)?;
     finish_side(&mut srv)?;
     drop(relay);
+    drop(tcp_relay);
     drop(servers);
     let mut result = cli.result;
     result.server_proxy = Some(Box::new(srv.result));

@@ -79,11 +79,12 @@ pub struct Scenario {
 
 /// The server sidecar of a two-proxy chain: its own node, direction,
 /// workers, plugins and tag extraction. The connection between the two
-/// proxies is plaintext HTTP/1.1 (docs/scenario-format.md, *Two proxies*).
+/// proxies is plaintext (HTTP/1.1 for streams; docs/scenario-format.md,
+/// *Two proxies*).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerProxySpec {
-    /// Its HTTP filter chain (may be empty: a proxy without plugins).
+    /// Its filter chains (HTTP and network; may be empty).
     #[serde(default)]
     pub plugins: Vec<PluginSpec>,
     #[serde(default)]
@@ -623,13 +624,10 @@ impl Scenario {
         if sp.workers == 0 {
             return err("invalid scenario at `server_proxy.workers`: must be at least 1".into());
         }
-        if let Some(i) = sp.plugins.iter().position(|p| p.plugin_type != PluginType::Http) {
+        if let Some(i) = self.connections.iter().position(|c| c.upstream_unreachable) {
             return err(format!(
-                "invalid scenario at `server_proxy.plugins[{i}].type`: two-proxy chains carry HTTP streams only"
+                "invalid scenario at `connections[{i}].upstream_unreachable`: not supported with `server_proxy`"
             ));
-        }
-        if !self.connections.is_empty() {
-            return err("invalid scenario at `connections`: two-proxy chains carry HTTP streams only".into());
         }
         if let Some(i) = self.streams.iter().position(|s| !s.http_calls.is_empty()) {
             return err(format!(
@@ -665,7 +663,10 @@ impl Scenario {
             st.connection = None;
             st.worker = None;
         }
-        s.connections = Vec::new();
+        for c in &mut s.connections {
+            c.connection = None;
+            c.worker = None;
+        }
         s.expect = Vec::new();
         s.server_proxy = None;
         Some(s)
@@ -769,7 +770,6 @@ mod tests {
         for (bad, at) in [
             (r#"{"plugins":[{"wasm":"b"}],"confg":1}"#, "server_proxy"),
             (r#"{"workers":0}"#, "server_proxy.workers"),
-            (r#"{"plugins":[{"wasm":"b","type":"network"}]}"#, "server_proxy.plugins[0].type"),
             (r#"{"stats_tags":[{"tag_name":"t","regex":"("}]}"#, "server_proxy.stats_tags[0].regex"),
         ] {
             let text = format!(r#"{{"plugins":[{{"wasm":"a"}}],"server_proxy":{bad}}}"#);

@@ -7,7 +7,7 @@
 //! upstream response. The link between them is plaintext HTTP/1.1.
 
 use super::{Proxy, VmLimits};
-use crate::result::{HttpMessage, LogLine, RunResult, StreamResult};
+use crate::result::{ConnectionResult, HttpMessage, LogLine, RunResult, StreamResult};
 use crate::scenario::{ConnectionSpec, MessageSpec, ResponseSpec, Scenario, StreamSpec};
 
 /// The server proxy and what it has seen so far.
@@ -15,6 +15,8 @@ pub(crate) struct Hop {
     pub proxy: Proxy,
     /// Its side of each stream, in order.
     streams: Vec<StreamResult>,
+    /// Its side of each TCP connection, in order.
+    connections: Vec<ConnectionResult>,
     /// `logs[a..b]` of its state that belong to a stream (the rest are its
     /// root logs: start-up, ticks).
     stream_logs: Vec<(usize, usize)>,
@@ -22,7 +24,12 @@ pub(crate) struct Hop {
 
 impl Hop {
     pub fn start(server: &Scenario, limits: VmLimits) -> anyhow::Result<Hop> {
-        Ok(Hop { proxy: Proxy::start(server, limits)?, streams: Vec::new(), stream_logs: Vec::new() })
+        Ok(Hop {
+            proxy: Proxy::start(server, limits)?,
+            streams: Vec::new(),
+            connections: Vec::new(),
+            stream_logs: Vec::new(),
+        })
     }
 
     /// Runs one stream through the server proxy: `sent` is the request as
@@ -77,6 +84,13 @@ impl Hop {
         }
     }
 
+    /// Records the server proxy's side of a TCP connection and the stretch
+    /// of its logs that belongs to it.
+    pub fn add_connection(&mut self, c: ConnectionResult, logs: (usize, usize)) {
+        self.connections.push(c);
+        self.stream_logs.push(logs);
+    }
+
     /// The server proxy's own result.
     pub fn result(&self) -> RunResult {
         let st = self.proxy.state.borrow();
@@ -91,6 +105,7 @@ impl Hop {
             engine: "host-sim".into(),
             plugins: self.proxy.statuses.clone(),
             streams: self.streams.clone(),
+            connections: self.connections.clone(),
             logs,
             metrics: st.metrics.values(),
             prometheus: self.proxy.prometheus(),

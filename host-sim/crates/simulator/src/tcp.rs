@@ -56,6 +56,8 @@ struct TcpRun<'p> {
     write_end: bool,
     /// The upstream's FIN has been passed on to the client.
     client_got_fin: bool,
+    /// The client's FIN has been passed on to the upstream.
+    upstream_fin: bool,
     /// The read filter that returned StopIteration last, if the read side is
     /// held (a later `proxy_continue_stream(Downstream)` resumes after it).
     paused_at: Option<usize>,
@@ -71,39 +73,11 @@ impl Proxy {
         spec: &TcpConnectionSpec,
         default_conn: &ConnectionSpec,
     ) -> ConnectionResult {
+        if self.next_hop.is_some() {
+            return self.run_connection_via_hop(spec, default_conn);
+        }
         let logs_before = self.state.borrow().logs.len();
-        let conn = HttpStream {
-            network: true,
-            connection: spec.connection.clone().unwrap_or_else(|| default_conn.clone()),
-            tls_pending: true,
-            ..Default::default()
-        };
-        let mut chain = FilterChain::new(self, PluginType::Network, spec.worker, conn);
-        // Outside a callback the data buffers are gone (NOT_FOUND), as in
-        // Envoy.
-        chain.phase_after_hook = Some(Phase::Async);
-        let n = chain.len();
-        let mut run = TcpRun {
-            conn: chain.stream.clone(),
-            chain,
-            initialized: vec![false; n],
-            proxy_initialized: false,
-            upstream_unreachable: spec.upstream_unreachable,
-            read_buffer: Vec::new(),
-            read_end: false,
-            write_buffer: Vec::new(),
-            write_end: false,
-            client_got_fin: false,
-            paused_at: None,
-            closed: false,
-            result: ConnectionResult { name: spec.name.clone(), ..Default::default() },
-            upstream_received: Vec::new(),
-            downstream_received: Vec::new(),
-        };
-        // Envoy initializes the read filters as soon as it accepts; the TLS
-        // handshake finishes after that, before any data.
-        run.read_pass(0);
-        run.conn.borrow_mut().tls_pending = false;
+        let mut run = TcpRun::open(self, spec, default_conn);
         for step in spec.steps() {
             if run.closed {
                 break;
@@ -120,11 +94,209 @@ impl Proxy {
         // Still open (a filter holds a FIN back): the client gives up and
         // drops the connection, as the envoy engine's client does.
         run.close(PEER_REMOTE);
-        let mut result = std::mem::take(&mut run.result);
-        result.upstream_received = String::from_utf8_lossy(&run.upstream_received).into_owned();
-        result.downstream_received = String::from_utf8_lossy(&run.downstream_received).into_owned();
-        result.plugin_failure = run.chain.failure.take();
-        result.logs = run.chain.proxy.state.borrow().logs[logs_before..].to_vec();
+        run.finish(logs_before)
+    }
+
+    /// A connection through two proxies (scenario `server_proxy`): the
+    /// client proxy's `tcp_proxy` connects to the server proxy, whose
+    /// `tcp_proxy` connects to the TCP upstream. Each scenario step is
+    /// applied where it happens (client bytes and FIN at the client proxy,
+    /// upstream bytes and FIN at the server proxy), then whatever one proxy
+    /// forwards is delivered to the other until nothing moves.
+    fn run_connection_via_hop(&mut self, spec: &TcpConnectionSpec, default_conn: &ConnectionSpec) -> ConnectionResult {
+        let Some(mut hop) = self.next_hop.take() else { return ConnectionResult::default() };
+        let logs_before = self.state.borrow().logs.len();
+        let server_logs_before = hop.proxy.state.borrow().logs.len();
+        let server_spec = TcpConnectionSpec {
+            name: spec.name.clone(),
+            events: Vec::new(),
+            upstream_unreachable: spec.upstream_unreachable,
+            worker: None,
+            connection: None,
+            advance_ms_before: 0,
+        };
+        let result;
+        let server_result;
+        {
+            let mut client = TcpRun::open(self, spec, default_conn);
+            let mut server: Option<TcpRun> = None;
+            let mut link = Link { idle: Some(&mut hop.proxy), ..Default::default() };
+            link.pump(&mut client, &mut server, &server_spec);
+            for step in spec.steps() {
+                if client.closed {
+                    break;
+                }
+                match step {
+                    TcpStep::UpstreamData(_) | TcpStep::Close(Side::Upstream) => {
+                        if let Some(sv) = server.as_mut().filter(|sv| !sv.closed) {
+                            sv.step(step);
+                        }
+                    }
+                    TcpStep::Advance(ms) => {
+                        client.step(TcpStep::Advance(ms));
+                        match server.as_mut() {
+                            Some(sv) => sv.step(TcpStep::Advance(ms)),
+                            None => {
+                                if let Some(p) = link.idle.as_mut() {
+                                    p.advance(ms);
+                                }
+                            }
+                        }
+                    }
+                    other => client.step(other),
+                }
+                link.pump(&mut client, &mut server, &server_spec);
+            }
+            if !client.closed && !client.read_end {
+                client.step(TcpStep::Close(Side::Downstream));
+                link.pump(&mut client, &mut server, &server_spec);
+            }
+            if let Some(sv) = server.as_mut().filter(|sv| !sv.closed && !sv.write_end) {
+                sv.step(TcpStep::Close(Side::Upstream));
+            }
+            link.pump(&mut client, &mut server, &server_spec);
+            client.close(PEER_REMOTE);
+            link.pump(&mut client, &mut server, &server_spec);
+            // The upstream closes once the client side is gone, as the
+            // envoy engine's upstream does at the end of a connection.
+            if let Some(sv) = server.as_mut().filter(|sv| !sv.closed && !sv.write_end) {
+                sv.step(TcpStep::Close(Side::Upstream));
+            }
+            server_result = server.map(|mut sv| {
+                sv.close(PEER_REMOTE);
+                sv.finish(server_logs_before)
+            });
+            result = client.finish(logs_before);
+        }
+        let server_logs_after = hop.proxy.state.borrow().logs.len();
+        hop.add_connection(
+            server_result.unwrap_or_else(|| ConnectionResult { name: spec.name.clone(), ..Default::default() }),
+            (server_logs_before, server_logs_after),
+        );
+        self.next_hop = Some(hop);
+        result
+    }
+}
+
+/// What has crossed the connection between the two proxies so far.
+#[derive(Default)]
+struct Link<'s> {
+    /// The server proxy until it accepts the connection.
+    idle: Option<&'s mut Proxy>,
+    /// Bytes of the client proxy's `upstream_received` delivered to the
+    /// server proxy.
+    up: usize,
+    /// Bytes of the server proxy's `downstream_received` delivered to the
+    /// client proxy.
+    down: usize,
+    up_fin: bool,
+    down_fin: bool,
+    down_closed: bool,
+}
+
+impl<'s> Link<'s> {
+    /// Delivers what one proxy forwarded to the other until nothing moves.
+    fn pump(&mut self, client: &mut TcpRun, server: &mut Option<TcpRun<'s>>, server_spec: &TcpConnectionSpec) {
+        // The client proxy's tcp_proxy connected: the server proxy accepts.
+        if server.is_none() && client.result.upstream_connected {
+            if let Some(p) = self.idle.take() {
+                *server = Some(TcpRun::open(p, server_spec, &ConnectionSpec::default()));
+            }
+        }
+        let Some(sv) = server.as_mut() else { return };
+        loop {
+            let mut moved = false;
+            if self.up < client.upstream_received.len() && !sv.closed {
+                let delta = client.upstream_received[self.up..].to_vec();
+                self.up = client.upstream_received.len();
+                sv.step(TcpStep::DownstreamData(delta));
+                moved = true;
+            }
+            if client.upstream_fin && !self.up_fin && !sv.closed {
+                self.up_fin = true;
+                sv.step(TcpStep::Close(Side::Downstream));
+                moved = true;
+            }
+            if self.down < sv.downstream_received.len() && !client.closed {
+                let delta = sv.downstream_received[self.down..].to_vec();
+                self.down = sv.downstream_received.len();
+                client.step(TcpStep::UpstreamData(delta));
+                moved = true;
+            }
+            if sv.client_got_fin && !self.down_fin && !client.closed {
+                self.down_fin = true;
+                client.step(TcpStep::Close(Side::Upstream));
+                moved = true;
+            }
+            // The server proxy closed the connection without a FIN first
+            // (a plugin, a failed VM): the client proxy's upstream is gone.
+            if sv.closed && !self.down_fin && !self.down_closed && !client.closed {
+                self.down_closed = true;
+                client.step(TcpStep::Close(Side::Upstream));
+                moved = true;
+            }
+            // The client proxy's connection closed (its client reset it,
+            // say): tcp_proxy closes the upstream connection gracefully, so
+            // the server proxy reads a FIN and keeps its upstream side open
+            // until the upstream closes (observed in Envoy 1.40 with two
+            // Envoys in a chain).
+            if client.closed && !self.up_fin && !sv.closed {
+                self.up_fin = true;
+                sv.step(TcpStep::Close(Side::Downstream));
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+}
+
+impl<'p> TcpRun<'p> {
+    /// Accepts the connection: the read filters are initialized at once
+    /// (the TLS handshake finishes after that, before any data).
+    fn open(proxy: &'p mut Proxy, spec: &TcpConnectionSpec, default_conn: &ConnectionSpec) -> TcpRun<'p> {
+        let conn = HttpStream {
+            network: true,
+            connection: spec.connection.clone().unwrap_or_else(|| default_conn.clone()),
+            tls_pending: true,
+            ..Default::default()
+        };
+        let mut chain = FilterChain::new(proxy, PluginType::Network, spec.worker, conn);
+        // Outside a callback the data buffers are gone (NOT_FOUND), as in
+        // Envoy.
+        chain.phase_after_hook = Some(Phase::Async);
+        let n = chain.len();
+        let mut run = TcpRun {
+            conn: chain.stream.clone(),
+            chain,
+            initialized: vec![false; n],
+            proxy_initialized: false,
+            upstream_unreachable: spec.upstream_unreachable,
+            read_buffer: Vec::new(),
+            read_end: false,
+            write_buffer: Vec::new(),
+            write_end: false,
+            client_got_fin: false,
+            upstream_fin: false,
+            paused_at: None,
+            closed: false,
+            result: ConnectionResult { name: spec.name.clone(), ..Default::default() },
+            upstream_received: Vec::new(),
+            downstream_received: Vec::new(),
+        };
+        run.read_pass(0);
+        run.conn.borrow_mut().tls_pending = false;
+        run
+    }
+
+    /// The connection's result, with the logs since `logs_before`.
+    fn finish(mut self, logs_before: usize) -> ConnectionResult {
+        let mut result = std::mem::take(&mut self.result);
+        result.upstream_received = String::from_utf8_lossy(&self.upstream_received).into_owned();
+        result.downstream_received = String::from_utf8_lossy(&self.downstream_received).into_owned();
+        result.plugin_failure = self.chain.failure.take();
+        result.logs = self.chain.proxy.state.borrow().logs[logs_before..].to_vec();
         result
     }
 }
@@ -259,6 +431,9 @@ impl TcpRun<'_> {
             self.result.upstream_connected = true;
         }
         self.upstream_received.append(&mut self.read_buffer);
+        if self.read_end {
+            self.upstream_fin = true;
+        }
     }
 
     /// Upstream data (and FIN) through the write filters, last filter first.

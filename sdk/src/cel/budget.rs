@@ -30,10 +30,11 @@ pub const MAX_EVAL_BYTES: usize = 4 * 1024 * 1024;
 /// Regex work one evaluation may do, in bytes of input times the compiled
 /// regex's size class (`matches`: every match charges its input's length
 /// times [`super::functions`]'s size class of its pattern, every compile of
-/// a pattern not cached yet the class times 1 KiB). Matching costs about
-/// 0.55 ns per unit (measured natively: 60,000 bytes against a 40,144-byte
-/// program in 1.0 s), so this bounds an evaluation's matching at ~0.15 s,
-/// where the iteration budget alone allowed ~9,900 half-second matches.
+/// a pattern not cached yet the class times 1 KiB). Matching costs up to
+/// ~0.55 ns per unit natively (60,000 bytes against an 80,144-byte program
+/// in 2.6 s), so this bounds an evaluation's matching at ~0.15 s natively
+/// (176 ms measured under host-sim at the budget: docs/cel.md), where the
+/// iteration budget alone allowed ~9,900 matches of up to half a second.
 pub const MAX_MATCH_WORK: u64 = 1 << 28;
 
 /// What a value costs beyond its bytes: an element of a list or map, a

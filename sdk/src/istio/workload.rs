@@ -102,8 +102,9 @@ impl WorkloadInfo {
 /// * the native filter's peer object (istio/proxy
 ///   extensions/common/metadata_object.h): `workload`, `cluster`,
 ///   `service` and `revision` (the canonical labels), `app`, `version`,
-///   `identity`, `region`, `availability_zone`, `type` (from `OWNER`:
-///   `deployment`, `job`, `cronjob`, `pod`, ...).
+///   `identity`, `region`, `availability_zone`, `type` (from `OWNER` as
+///   its `parseOwner` reads it: `deployment`, `job`, `cronjob`, else
+///   `pod`).
 ///
 /// Missing keys stay absent (the expression reads them as missing, e.g.
 /// the native era sends no `ISTIO_VERSION`).
@@ -143,18 +144,22 @@ pub fn peer_attributes(metadata: &AttrValue) -> AttrValue {
     put("identity", s(string("IDENTITY")));
     put("region", s(string("REGION")));
     put("availability_zone", s(string("AVAILABILITY_ZONE")));
-    put("type", s(string("OWNER").and_then(|o| owner_type(&o, &string("WORKLOAD_NAME").unwrap_or_default()))));
+    let owner = string("OWNER").unwrap_or_default();
+    put("type", s(Some(owner_type(&owner, &string("WORKLOAD_NAME").unwrap_or_default()))));
     AttrValue::Map(out)
 }
 
 /// The workload type in an `OWNER` such as
-/// `kubernetes://apis/apps/v1/namespaces/ns/deployments/name`: the segment
-/// before the workload's name, without its plural `s`.
-fn owner_type(owner: &str, workload: &str) -> Option<String> {
-    let rest = owner.strip_suffix(workload)?.strip_suffix('/')?;
-    let kind = rest.rsplit('/').next()?;
-    let kind = kind.strip_suffix('s').unwrap_or(kind);
-    (!kind.is_empty()).then(|| kind.to_string())
+/// `kubernetes://apis/apps/v1/namespaces/ns/deployments/name`, as Istio's
+/// `parseOwner` reads it: the segment before `s/<workload>` when it is
+/// `deployment`, `job` or `cronjob`, else `pod`.
+fn owner_type(owner: &str, workload: &str) -> String {
+    let kind = owner
+        .strip_suffix(workload)
+        .and_then(|rest| rest.strip_suffix("s/"))
+        .and_then(|rest| rest.rsplit('/').next())
+        .filter(|k| matches!(*k, "deployment" | "job" | "cronjob"));
+    kind.unwrap_or("pod").to_string()
 }
 
 /// `value`, or `unknown` when it is empty.
@@ -287,9 +292,11 @@ mod tests {
         let p = peer_attributes(&native);
         assert_eq!(p.get("identity"), Some(&s("spiffe://x")));
         assert_eq!(p.get("istio_version"), None);
-        assert_eq!(peer_attributes(&AttrValue::Null), AttrValue::Map(vec![]));
-        assert_eq!(owner_type("kubernetes://apis/batch/v1/namespaces/n/cronjobs/w", "w"), Some("cronjob".into()));
-        assert_eq!(owner_type("x", "w"), None);
+        assert_eq!(peer_attributes(&AttrValue::Null), AttrValue::Map(vec![("type".into(), s("pod"))]));
+        assert_eq!(p.get("type"), Some(&s("pod")), "no OWNER: Istio's default");
+        assert_eq!(owner_type("kubernetes://apis/batch/v1/namespaces/n/cronjobs/w", "w"), "cronjob");
+        assert_eq!(owner_type("kubernetes://apis/apps/v1/namespaces/n/statefulsets/w", "w"), "pod");
+        assert_eq!(owner_type("x", "w"), "pod");
     }
 
     #[test]

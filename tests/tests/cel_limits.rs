@@ -83,7 +83,7 @@ fn assert_no_trap(r: &RunResult, what: &str) {
 
 /// The expression is dropped with an error log naming the field and the
 /// limit.
-fn assert_refusal_logged(r: &RunResult, what: &str, field: &str) {
+fn assert_logged_with_field(r: &RunResult, what: &str, field: &str) {
     assert!(
         r.logs.iter().any(|l| l.message.contains("expression too deep") && l.message.contains(&format!("`{field}`"))),
         "{what}: no log line names {field} and the limit: {:#?}",
@@ -127,7 +127,7 @@ fn the_issues_deep_conditions_do_not_trap_attributegen() {
         let r = run(json!({"plugins": [attributegen(&condition), probe()], "streams": [get("/"), get("/again")]}));
         assert_no_trap(&r, what);
         assert!(r.plugins[0].configured, "{what}: {:?}", r.plugins[0].error);
-        assert_refusal_logged(&r, what, ATTRIBUTEGEN_FIELD);
+        assert_logged_with_field(&r, what, ATTRIBUTEGEN_FIELD);
         assert_counted(&r, what, ATTRIBUTEGEN_COUNTER);
         for s in &r.streams {
             let seen = |name: &str| {
@@ -152,7 +152,7 @@ fn the_issues_deep_dimensions_do_not_trap_stats() {
             "streams": [get("/"), get("/again")]}));
         assert_no_trap(&r, what);
         assert!(r.plugins[0].configured, "{what}: {:?}", r.plugins[0].error);
-        assert_refusal_logged(&r, what, STATS_FIELD);
+        assert_logged_with_field(&r, what, STATS_FIELD);
         assert_counted(&r, what, STATS_COUNTER);
         for m in &r.metrics {
             assert!(!m.name.contains("deep=.="), "{what}: {}", m.name);
@@ -171,10 +171,10 @@ fn strict_refuses_the_configuration_naming_the_field() {
     let (what, expr) = issue_expressions().swap_remove(3);
     let r = run(json!({"plugins": [stats_with(json!({"deep": expr, "arith": "1 + 1"}), true)], "streams": [get("/")]}));
     assert!(!r.plugins[0].configured, "{what}: stats configured");
-    assert_refusal_logged(&r, what, STATS_FIELD);
+    assert_logged_with_field(&r, what, STATS_FIELD);
     let r = run(json!({"plugins": [attributegen_with(&expr, true)], "streams": [get("/")]}));
     assert!(!r.plugins[0].configured, "{what}: attributegen configured");
-    assert_refusal_logged(&r, what, ATTRIBUTEGEN_FIELD);
+    assert_logged_with_field(&r, what, ATTRIBUTEGEN_FIELD);
 }
 
 /// The review's run-time cases (docs/cel.md, "Limits"), with a 60,000-byte
@@ -287,7 +287,7 @@ fn expressions_at_the_limits_evaluate_without_trapping() {
 /// One past each limit is dropped (logged with the field, counted), and the
 /// plugin still runs.
 #[test]
-fn one_past_the_limits_is_refused_without_trapping() {
+fn one_past_the_limits_is_dropped_without_trapping() {
     let d = MAX_AST_DEPTH;
     for (what, expr) in [
         ("ast depth", format!("1{}", " + 1".repeat(d))),
@@ -297,7 +297,7 @@ fn one_past_the_limits_is_refused_without_trapping() {
     ] {
         let r = run(json!({"plugins": [stats(json!({"deep": expr}))], "streams": [get("/")]}));
         assert_no_trap(&r, what);
-        assert_refusal_logged(&r, what, STATS_FIELD);
+        assert_logged_with_field(&r, what, STATS_FIELD);
         assert_counted(&r, what, STATS_COUNTER);
     }
 }

@@ -213,7 +213,12 @@ fn join<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionEr
             }
         }
     }
-    let n = parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1).saturating_mul(sep.len());
+    // Saturating: on wasm32 thousands of references to one large string can
+    // sum past usize.
+    let n = parts
+        .iter()
+        .fold(0usize, |n, p| n.saturating_add(p.len()))
+        .saturating_add(parts.len().saturating_sub(1).saturating_mul(sep.len()));
     charge_bytes("join", n)?;
     Ok(CowVal::owned(CelString::from(parts.join(sep))))
 }

@@ -21,9 +21,10 @@ use cel::common::value::{CowVal, Val};
 use cel::ExecutionError;
 use std::cell::Cell;
 
-/// Bytes one evaluation may build with `+`, `replace`, `join`, `format` and
-/// keep in `map`/`filter` results, counted as they are built (so what was
-/// built and dropped counts too). Far above what a dimension or a condition
+/// Bytes one evaluation may build with `+`, `replace`, `join`, `format`,
+/// keep in `map`/`filter` results, and read with a string function
+/// (`lowerAscii`, `substring`, `size`, ...) inside a comprehension's loop,
+/// counted as they are built (so what was built and dropped counts too). Far above what a dimension or a condition
 /// needs (a 60 KB header copied ~70 times), far below what a VM holds.
 pub const MAX_EVAL_BYTES: usize = 4 * 1024 * 1024;
 
@@ -134,6 +135,10 @@ pub(super) const JOIN: &str = "@meshwasm_join";
 pub(super) const FORMAT_ARGS: &str = "@meshwasm_format_args";
 /// Wraps each element a `map`/`filter` appends to its result: charges it.
 pub(super) const RETAIN: &str = "@meshwasm_retain";
+/// Wraps, inside a comprehension's loop, the string a function that reads
+/// all of it is called on (`lowerAscii`, `substring`, `size`, ...): charges
+/// its length.
+pub(super) const READ: &str = "@meshwasm_read";
 
 fn function_error(function: &str, message: &str) -> ExecutionError {
     ExecutionError::function_error(function, message)
@@ -248,6 +253,21 @@ fn retain<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
     Ok(item)
 }
 
+/// A string or bytes a function is about to read whole, unchanged, once
+/// its length is charged; any other value passes free.
+fn read<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let item = args.pop().ok_or_else(|| function_error("read", "no value"))?;
+    let n = match (item.downcast_ref::<CelString>(), item.downcast_ref::<CelBytes>()) {
+        (Some(s), _) => s.inner().len(),
+        (_, Some(b)) => b.inner().len(),
+        _ => 0,
+    };
+    if n > 0 {
+        charge_bytes("string function", n)?;
+    }
+    Ok(item)
+}
+
 /// Registers the checked overloads (their names cannot be written in CEL
 /// source: `@` cannot start an identifier).
 pub(super) fn extension(env: &mut cel::Env) -> Result<(), cel::DeclarationError> {
@@ -259,5 +279,6 @@ pub(super) fn extension(env: &mut cel::Env) -> Result<(), cel::DeclarationError>
     env.add_overload(JOIN, "join2", vec![LIST_TYPE, STRING_TYPE], join)?;
     env.add_overload(FORMAT_ARGS, FORMAT_ARGS, vec![DYN_TYPE], format_args)?;
     env.add_overload(RETAIN, RETAIN, vec![DYN_TYPE], retain)?;
+    env.add_overload(READ, READ, vec![DYN_TYPE], read)?;
     Ok(())
 }

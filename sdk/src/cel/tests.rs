@@ -724,3 +724,31 @@ fn evaluation_memory_and_regex_work_are_budgeted() {
         assert_eq!(e.evaluate(&host), Ok(AttrValue::Int(120_000)));
     }
 }
+
+/// What `check_ast` bounds is the instrumented AST that evaluation recurses
+/// on: for the largest expressions of each shape that compile, the depth
+/// after `instrument` (budget calls added) stays within `MAX_AST_DEPTH`.
+#[test]
+fn instrumented_depth_stays_within_the_limit() {
+    fn depth(e: &IdedExpr) -> usize {
+        1 + crate::cel::limits::children(e).into_iter().map(depth).max().unwrap_or(0)
+    }
+    let shapes: Vec<Box<dyn Fn(usize) -> String>> = vec![
+        Box::new(|k| format!("'A'{}", ".lowerAscii()".repeat(k))),
+        Box::new(|k| format!("[1].all(x, 'A'{} == 'a')", ".lowerAscii()".repeat(k))),
+        Box::new(|k| format!("[1].map(x, 'A'{})", ".substring(0)".repeat(k))),
+        Box::new(|k| format!("[1].all(x, size(x{}) > 0)", " + 1".repeat(k))),
+        Box::new(|k| format!("[1].map(x, '%s'{})", ".format([x])".repeat(k))),
+        Box::new(|k| format!("['a'].filter(x, x{} != '')", ".replace('a', 'b')".repeat(k))),
+        Box::new(|k| format!("[1]{}.size()", ".map(a, [a]).map(a, a.size())".repeat(k))),
+        Box::new(|k| format!("[[1]].all(x, x.all(y, string(y){} != ''))", ".lowerAscii()".repeat(k))),
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let largest = (0..200).take_while(|&k| Expression::compile(&shape(k)).is_ok()).last();
+        let k = largest.unwrap_or_else(|| panic!("shape {i}: nothing compiles: {:?}", Expression::compile(&shape(0))));
+        let e = Expression::compile(&shape(k)).unwrap();
+        let d = depth(&e.expr);
+        assert!(d <= MAX_AST_DEPTH, "shape {i} with {k}: instrumented depth {d}");
+        assert!(k > 10, "shape {i}: only {k} fit");
+    }
+}

@@ -294,7 +294,7 @@ fn bad_configuration_is_refused_naming_the_field() {
     for (config, field) in [
         (json!({"max_peer_cache_size": -1}), "max_peer_cache_size"),
         (json!({"trust": "sometimes"}), "trust"),
-        (json!({"max_peer_cache_sise": 20}), "max_peer_cache_sise"),
+        (json!({"max_peer_cache_sise": 20, "strict": true}), "max_peer_cache_sise"),
     ] {
         let r = run(json!({
             "plugins": [{"wasm": common::plugin_wasm("metadata_exchange"), "configuration": config}],
@@ -311,6 +311,22 @@ fn bad_configuration_is_refused_naming_the_field() {
         }));
         assert!(r.plugins[0].configured, "{config}: {:#?}", r.logs);
     }
+}
+
+/// An unknown field (Istio's plugin read only `max_peer_cache_size`, so it
+/// never saw one) is tolerated: logged naming it, counted, the rest in
+/// force; `strict` refuses it (above).
+#[test]
+fn unknown_fields_are_tolerated_logged_and_counted() {
+    let r = run(json!({
+        "plugins": [{"wasm": common::plugin_wasm("metadata_exchange"),
+                     "configuration": {"max_peer_cache_sise": 20, "max_peer_metadata_bytes": 8}}],
+        "streams": [inbound_request(&[("x-envoy-peer-metadata", &header_of(&productpage_metadata()))])]
+    }));
+    assert!(r.plugins[0].configured, "{:#?}", r.logs);
+    assert!(r.logs.iter().any(|l| l.message.contains("`max_peer_cache_sise`")), "{:#?}", r.logs);
+    assert!(counter(&r, "metadata_exchange.config_errors") > 0);
+    assert_eq!(counter(&r, "metadata_exchange.oversized"), 1, "max_peer_metadata_bytes is in force");
 }
 
 // -------------------------------------------------- TCP (network filter)

@@ -4,10 +4,13 @@
 //! generous by default so that Istio's own configurations (`{}`,
 //! `{"max_peer_cache_size": 20}`) behave as in Istio.
 //!
-//! Unknown or ill-typed fields are refused, naming the field. (Istio's
-//! plugin logged a bad configuration and carried on with its defaults.)
+//! Ill-typed values are refused, naming the field. Unknown fields are
+//! tolerated as Istio's plugin tolerated them (it read only
+//! `max_peer_cache_size` from the JSON): each is reported to be logged and
+//! counted, and `strict: true` refuses them instead.
 
-use meshwasm_sdk::config::protojson;
+use meshwasm_sdk::config::protojson::{self, Unknown};
+use meshwasm_sdk::config::ConfigError;
 use serde::Deserialize;
 
 /// Istio's default peer cache size (istio/proxy
@@ -30,7 +33,7 @@ pub enum Trust {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PluginConfig {
     /// Istio: peers cached per VM, by peer id; 0 turns the cache off.
     #[serde(alias = "maxPeerCacheSize", deserialize_with = "protojson::opt_uint64")]
@@ -49,6 +52,13 @@ pub struct PluginConfig {
     /// Istio's TCP exchange: the ALPN the exchange runs under.
     #[serde(deserialize_with = "protojson::string")]
     pub protocol: String,
+    /// meshwasm: refuse the configuration on what is otherwise tolerated
+    /// (unknown fields) instead of logging and counting it.
+    #[serde(deserialize_with = "protojson::bool")]
+    pub strict: bool,
+    /// Fields Istio's proto does not have: tolerated, reported.
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 impl Default for PluginConfig {
@@ -59,6 +69,8 @@ impl Default for PluginConfig {
             skip_external_clusters: false,
             max_peer_metadata_bytes: None,
             protocol: String::new(),
+            strict: false,
+            unknown: Unknown::default(),
         }
     }
 }
@@ -102,19 +114,25 @@ impl From<PluginConfig> for Settings {
     }
 }
 
-/// Parses a configuration (empty = all defaults); the error names the field.
-pub fn parse(bytes: &[u8]) -> Result<Settings, meshwasm_sdk::config::ConfigError> {
+/// Parses a configuration (empty = all defaults): the settings and what
+/// was tolerated (to log and count), or the error, naming the field, that
+/// refuses it (with `strict`, the first tolerated one).
+pub fn parse(bytes: &[u8]) -> Result<(Settings, Vec<ConfigError>), ConfigError> {
     let config: PluginConfig = meshwasm_sdk::config::parse(bytes)?;
     if let Some(n) = config.max_peer_cache_size {
         // The field is a UInt32Value in Istio's proto.
         if n > u64::from(u32::MAX) {
-            return Err(meshwasm_sdk::config::ConfigError::new(
-                "max_peer_cache_size",
-                format!("integer `{n}` out of range for uint32"),
-            ));
+            return Err(ConfigError::new("max_peer_cache_size", format!("integer `{n}` out of range for uint32")));
         }
     }
-    Ok(config.into())
+    let tolerated: Vec<ConfigError> = config.unknown.errors("").collect();
+    if config.strict {
+        if let Some(first) = tolerated.into_iter().next() {
+            return Err(ConfigError::new(first.path, format!("{} (refused: strict)", first.message)));
+        }
+        return Ok((config.into(), Vec::new()));
+    }
+    Ok((config.into(), tolerated))
 }
 
 #[cfg(test)]
@@ -123,17 +141,19 @@ mod tests {
 
     #[test]
     fn istio_configurations_are_accepted() {
-        assert_eq!(parse(b"").unwrap(), Settings::default());
-        assert_eq!(parse(b"{}").unwrap().max_peer_cache_size, 500);
-        assert_eq!(parse(br#"{"max_peer_cache_size": 20}"#).unwrap().max_peer_cache_size, 20);
-        assert_eq!(parse(br#"{"maxPeerCacheSize": "0"}"#).unwrap().max_peer_cache_size, 0);
-        let s = parse(b"{}").unwrap();
+        let settings = |json: &[u8]| parse(json).unwrap().0;
+        assert_eq!(parse(b"").unwrap(), (Settings::default(), Vec::new()));
+        assert_eq!(settings(b"{}").max_peer_cache_size, 500);
+        assert_eq!(settings(br#"{"max_peer_cache_size": 20}"#).max_peer_cache_size, 20);
+        assert_eq!(settings(br#"{"maxPeerCacheSize": "0"}"#).max_peer_cache_size, 0);
+        let s = settings(b"{}");
         assert_eq!(s.trust, Trust::Any);
         assert!(!s.skip_external_clusters);
         assert_eq!(s.max_peer_metadata_bytes, 65536);
         assert_eq!(s.protocol, "istio-peer-exchange");
-        let s = parse(br#"{"trust": "mtls_only", "skip_external_clusters": "true", "max_peer_metadata_bytes": 0, "protocol": "x"}"#)
-            .unwrap();
+        let s = settings(
+            br#"{"trust": "mtls_only", "skip_external_clusters": "true", "max_peer_metadata_bytes": 0, "protocol": "x"}"#,
+        );
         assert_eq!(s.trust, Trust::MtlsOnly);
         assert!(s.skip_external_clusters);
         assert_eq!(s.max_peer_metadata_bytes, usize::MAX);
@@ -150,13 +170,28 @@ mod tests {
             (r#"{"skip_external_clusters": 3}"#, "skip_external_clusters"),
             (r#"{"max_peer_metadata_bytes": true}"#, "max_peer_metadata_bytes"),
             (r#"{"protocol": 1}"#, "protocol"),
-            (r#"{"max_peer_cache_sise": 1}"#, "max_peer_cache_sise"),
+            (r#"{"strict": "maybe"}"#, "strict"),
+            (r#"{"max_peer_cache_sise": 1, "strict": true}"#, "max_peer_cache_sise"),
             ("[]", "."),
         ] {
             let e = parse(config.as_bytes()).unwrap_err();
             assert_eq!(e.path, field, "{config}: {e}");
         }
-        let e = parse(br#"{"max_peer_cache_sise": 1}"#).unwrap_err();
-        assert!(e.to_string().contains("max_peer_cache_sise"), "{e}");
+    }
+
+    /// Istio's plugin read only `max_peer_cache_size`: other fields were
+    /// never seen. They are tolerated, each reported to be logged and
+    /// counted, with everything else in force.
+    #[test]
+    fn unknown_fields_are_tolerated_unless_strict() {
+        let (s, tolerated) = parse(br#"{"max_peer_cache_sise": 1, "max_peer_cache_size": 7, "x": {"y": []}}"#).unwrap();
+        assert_eq!(s.max_peer_cache_size, 7);
+        let paths: Vec<&str> = tolerated.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["max_peer_cache_sise", "x"]);
+        assert!(tolerated[0].to_string().contains("unknown field"), "{}", tolerated[0]);
+        let e = parse(br#"{"x": 1, "strict": "true"}"#).unwrap_err();
+        assert_eq!(e.path, "x");
+        assert!(e.message.contains("strict"), "{e}");
+        assert_eq!(parse(br#"{"strict": true}"#).unwrap().1, Vec::new());
     }
 }

@@ -355,7 +355,7 @@ mod tests {
         (l.header_value.into_bytes(), l.struct_bytes)
     }
     fn exchange(config: &str) -> Exchange {
-        Exchange::new(crate::config::parse(config.as_bytes()).unwrap(), local())
+        Exchange::new(crate::config::parse(config.as_bytes()).unwrap().0, local())
     }
 
     #[test]
@@ -496,7 +496,7 @@ mod tests {
 
     #[test]
     fn external_clusters() {
-        let on = crate::config::parse(br#"{"skip_external_clusters": true}"#).unwrap();
+        let on = crate::config::parse(br#"{"skip_external_clusters": true}"#).unwrap().0;
         let off = Settings::default();
         assert!(skip_cluster(&off, "x", true, false), "disable_mx always");
         assert!(!skip_cluster(&off, "PassthroughCluster", false, true), "Istio's default propagates");

@@ -15,6 +15,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// Configuration errors: each tolerated one (an unknown field) and a
+/// refused configuration; counted once per configure of each VM.
+pub const CONFIG_ERRORS: &str = "metadata_exchange.config_errors";
+
 pub fn root(_context_id: u32) -> Box<dyn RootContext> {
     Box::new(Root { shared: Rc::new(RefCell::new(None)) })
 }
@@ -39,10 +43,24 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(bytes) = host::plugin_configuration_or_log("metadata_exchange") else { return false };
+        // Defined first, so that a refused configuration is counted too.
+        let config_errors = host::define_metric(MetricType::Counter, CONFIG_ERRORS).ok();
+        let count_config_error = || {
+            if let Some(id) = config_errors {
+                let _ = host::increment_metric(id, 1);
+            }
+        };
         let settings = match crate::config::parse(&bytes) {
-            Ok(s) => s,
+            Ok((settings, tolerated)) => {
+                for e in tolerated {
+                    log(LogLevel::Error, &format!("metadata_exchange: {e}"));
+                    count_config_error();
+                }
+                settings
+            }
             Err(e) => {
                 log(LogLevel::Error, &format!("metadata_exchange: {e}"));
+                count_config_error();
                 return false;
             }
         };

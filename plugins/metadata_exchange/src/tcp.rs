@@ -205,7 +205,7 @@ mod tests {
     }
 
     fn exchange(config: &str) -> Exchange {
-        Exchange::new(crate::config::parse(config.as_bytes()).unwrap(), LocalPeer::new("me".into(), &meta("me")))
+        Exchange::new(crate::config::parse(config.as_bytes()).unwrap().0, LocalPeer::new("me".into(), &meta("me")))
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Protobuf messages that cross the proxy-wasm boundary:
 //! `google.protobuf.Struct` (Envoy's node metadata, Istio's peer metadata in
 //! the `x-envoy-peer-metadata` header and the `downstream_peer`/`upstream_peer`
-//! filter state) and Envoy's `config.core.v3.Node` (the `xds.node` property).
+//! filter state), Envoy's `config.core.v3.Node` (the `xds.node` property) and
+//! `config.core.v3.Metadata` (`xds.upstream_host_metadata`,
+//! `xds.cluster_metadata`).
 //!
 //! One implementation: prost's `Struct`/`Value`/`ListValue` (`prost-types`)
 //! and a derived [`Node`] with the fields plugins read. Behaviour on hostile
@@ -50,9 +52,23 @@ pub struct Locality {
     pub sub_zone: String,
 }
 
+/// `envoy.config.core.v3.Metadata`, its `filter_metadata` (namespace ->
+/// Struct); `typed_filter_metadata` is skipped. A `BTreeMap`, so entries are
+/// written in key order, as protobuf's deterministic serialization does.
+#[derive(Clone, PartialEq, Message)]
+pub struct Metadata {
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub filter_metadata: std::collections::BTreeMap<String, Struct>,
+}
+
 /// A serialized `Struct`; `None` when malformed (see the module's rules).
 pub fn decode_struct(bytes: &[u8]) -> Option<Struct> {
     Struct::decode(bytes).ok()
+}
+
+/// A serialized `Metadata`; `None` when malformed.
+pub fn decode_metadata(bytes: &[u8]) -> Option<Metadata> {
+    Metadata::decode(bytes).ok()
 }
 
 /// A serialized `Node`; `None` when malformed.
@@ -144,6 +160,23 @@ mod tests {
         let bytes = encode_json_struct(&meta);
         let back = struct_to_json(&decode_struct(&bytes).expect("valid"));
         assert_eq!(Json::Object(back), Json::Object(meta));
+    }
+
+    /// Namespaces are written in key order (deterministic), whatever order
+    /// they were inserted in, and read back whole.
+    #[test]
+    fn metadata_is_written_in_key_order_and_round_trips() {
+        let mut metadata = Metadata::default();
+        for ns in ["z", "istio", "a"] {
+            metadata.filter_metadata.insert(ns.into(), struct_from_json(&object(json!({"k": ns}))));
+        }
+        let bytes = encode(&metadata);
+        let a = bytes.windows(3).position(|w| w == [0x0a, 0x01, b'a']).expect("a");
+        let istio = bytes.windows(7).position(|w| w == [0x0a, 0x05, b'i', b's', b't', b'i', b'o']).expect("istio");
+        let z = bytes.windows(3).position(|w| w == [0x0a, 0x01, b'z']).expect("z");
+        assert!(a < istio && istio < z, "{bytes:?}");
+        assert_eq!(decode_metadata(&bytes), Some(metadata));
+        assert_eq!(decode_metadata(&bytes[..bytes.len() - 1]), None, "truncated");
     }
 
     #[test]

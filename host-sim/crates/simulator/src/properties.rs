@@ -217,38 +217,20 @@ fn metadata_property(filter_metadata: &serde_json::Map<String, Json>, rest: &[&s
     }
 }
 
-/// `envoy.config.core.v3.Metadata`: `filter_metadata` (field 1), a map
-/// entry (key 1, `google.protobuf.Struct` value 2) per namespace, in key
-/// order as protobuf's deterministic serialization writes maps. Namespaces
-/// whose value is not an object are left out (the scenario gives Structs).
+/// `envoy.config.core.v3.Metadata` serialized (the wire crate's message,
+/// entries in key order as protobuf's deterministic serialization writes
+/// maps). Namespaces whose value is not an object are left out (the
+/// scenario gives Structs).
 fn encode_metadata(filter_metadata: &serde_json::Map<String, Json>) -> Vec<u8> {
-    use meshwasm_wire::protobuf::encode_json_struct;
-    let mut keys: Vec<&String> = filter_metadata.keys().collect();
-    keys.sort();
-    let mut out = Vec::new();
-    for k in keys {
-        let Some(Json::Object(fields)) = filter_metadata.get(k) else { continue };
-        let value = encode_json_struct(fields);
-        let mut entry = Vec::new();
-        put_len_field(&mut entry, 1, k.as_bytes());
-        put_len_field(&mut entry, 2, &value);
-        put_len_field(&mut out, 1, &entry);
-    }
-    out
-}
-
-fn put_len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_varint(out, u64::from(field << 3 | 2));
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+    use meshwasm_wire::protobuf::{encode, struct_from_json, Metadata};
+    let filter_metadata = filter_metadata
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Json::Object(fields) => Some((k.clone(), struct_from_json(fields))),
+            _ => None,
+        })
+        .collect();
+    encode(&Metadata { filter_metadata })
 }
 
 fn node_property(facts: &ProxyFacts, rest: &[&str]) -> HostResult<(Prop, usize)> {

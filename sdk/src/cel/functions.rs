@@ -75,6 +75,13 @@ pub(super) fn cached(pattern: &str) -> bool {
     CACHE.with(|c| c.borrow().contains_key(pattern))
 }
 
+/// Empties this thread's cache: inside wasm every test runs on one thread,
+/// so earlier tests may have filled it to capacity.
+#[cfg(test)]
+pub(super) fn clear_cache() {
+    CACHE.with(|c| c.borrow_mut().clear());
+}
+
 /// Compiles (and caches) every literal `matches` pattern, so a bad one
 /// is a configuration error.
 pub(super) fn precompile(e: &IdedExpr) -> Result<(), String> {

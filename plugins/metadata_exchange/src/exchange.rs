@@ -310,7 +310,7 @@ pub fn skip_cluster(settings: &Settings, cluster_name: &str, disable_mx: bool, e
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use meshwasm_sdk::istio::peer::base64_encode;
 
@@ -328,10 +328,11 @@ mod tests {
             self.0.push((name.to_string(), value.to_vec()));
         }
     }
+    /// What the exchange wrote (the TCP tests use it too).
     #[derive(Default)]
-    struct Rec {
-        props: Vec<(String, Vec<u8>)>,
-        counts: Vec<Counter>,
+    pub(crate) struct Rec {
+        pub(crate) props: Vec<(String, Vec<u8>)>,
+        pub(crate) counts: Vec<Counter>,
     }
     impl Sink for Rec {
         fn set_property(&mut self, key: &str, value: &[u8]) {

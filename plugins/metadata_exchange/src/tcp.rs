@@ -185,19 +185,7 @@ mod tests {
     use super::*;
     use meshwasm_sdk::istio::peer::{encode_tcp_frame, struct_from_json, LocalPeer};
 
-    #[derive(Default)]
-    struct Rec {
-        props: Vec<(String, Vec<u8>)>,
-        counts: Vec<Counter>,
-    }
-    impl Sink for Rec {
-        fn set_property(&mut self, key: &str, value: &[u8]) {
-            self.props.push((key.to_string(), value.to_vec()));
-        }
-        fn count(&mut self, c: Counter) {
-            self.counts.push(c);
-        }
-    }
+    use crate::exchange::tests::Rec;
 
     fn meta(name: &str) -> meshwasm_sdk::istio::peer::Struct {
         let serde_json::Value::Object(m) = serde_json::json!({"WORKLOAD_NAME": name}) else { panic!() };

@@ -13,6 +13,27 @@
 
 use host_sim_scenario::{http1_framing, result, scenario};
 // Only bootstrap's tests name the tag list through `crate::prometheus`.
+/// The result of a proxy that started: Envoy served its listeners, so every
+/// plugin's VM started and took its configuration.
+pub(crate) fn started_result(scenario: &Scenario) -> RunResult {
+    RunResult {
+        engine: "envoy".into(),
+        scenario: scenario.name.clone(),
+        plugins: scenario
+            .plugins
+            .iter()
+            .map(|p| PluginStatus {
+                name: p.display_name(),
+                root_id: p.root_id.clone(),
+                vm_started: true,
+                configured: true,
+                error: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 use host_sim_scenario::prometheus;
 use meshwasm_wire::abi;
@@ -154,22 +175,7 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
         }
     };
 
-    let mut result = RunResult {
-        engine: "envoy".into(),
-        scenario: scenario.name.clone(),
-        plugins: scenario
-            .plugins
-            .iter()
-            .map(|p| PluginStatus {
-                name: p.display_name(),
-                root_id: p.root_id.clone(),
-                vm_started: true,
-                configured: true,
-                error: None,
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let mut result = started_result(scenario);
     let mut windows: Vec<(usize, usize)> = Vec::new();
     let mut failed: Option<usize> = None;
     for (i, stream) in scenario.streams.iter().enumerate() {

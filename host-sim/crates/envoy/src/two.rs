@@ -11,7 +11,7 @@ use crate::exchange::{exchange, settle};
 use crate::listeners::{effective_connection, effective_tcp_connection, ListenerPlan};
 use crate::logs::PluginIdent;
 use crate::process::{environment, EnvoyProcess, Readiness};
-use crate::result::{ConnectionResult, PluginStatus, RunResult, StreamResult};
+use crate::result::{ConnectionResult, RunResult, StreamResult};
 use crate::results::{connection_result, find_access_entry, idents, stream_result};
 use crate::scenario::Scenario;
 use crate::{http, logs, servers, stats, tcp, EnvoyOptions};
@@ -159,22 +159,7 @@ fn start_side(
             bail!("{} refused its configuration ({status}): {}", s.name, envoy.log_tail_section(30))
         }
     };
-    let result = RunResult {
-        engine: "envoy".into(),
-        scenario: s.name.clone(),
-        plugins: s
-            .plugins
-            .iter()
-            .map(|p| PluginStatus {
-                name: p.display_name(),
-                root_id: p.root_id.clone(),
-                vm_started: true,
-                configured: true,
-                error: None,
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let result = crate::started_result(s);
     Ok(Side { envoy, admin, ports, plan, access_log, plugins: idents(s), windows: Vec::new(), result })
 }
 

@@ -160,9 +160,14 @@ impl<'a> RequestAttributes<'a> {
 
 impl AttributeSource for RequestAttributes<'_> {
     fn attribute(&self, path: &[&str]) -> Option<AttrValue> {
-        match path.split_first() {
-            Some((&"downstream_peer", rest)) => return self.peer(0, rest),
-            Some((&"upstream_peer", rest)) => return self.peer(1, rest),
+        // `filter_state.upstream_peer` is the name Istio's native filters
+        // give the peer object (TestStatsPayload/Customized's dimensions use
+        // it); the bare name is the Wasm era's.
+        match path {
+            ["downstream_peer", rest @ ..] | ["filter_state", "downstream_peer", rest @ ..] => {
+                return self.peer(0, rest)
+            }
+            ["upstream_peer", rest @ ..] | ["filter_state", "upstream_peer", rest @ ..] => return self.peer(1, rest),
             _ => {}
         }
         let is_node = matches!(path, ["node", ..] | ["xds", "node", ..]);

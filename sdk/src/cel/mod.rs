@@ -18,8 +18,10 @@
 //!   is compiled, and checked, when the expression is.
 //!
 //! Attribute paths: `request.method` references `["request", "method"]`;
-//! `node.metadata['MESH_ID']` references `["node", "metadata"]` (indexing
-//! stops the path); `has(request.headers.x)` references
+//! `node.metadata['MESH_ID']` references `["node", "metadata", "MESH_ID"]`
+//! and `xds.cluster_metadata.filter_metadata.istio.services[0].name`
+//! `[..., "services", "0", "name"]` (indexing by a literal continues the
+//! path; any other index stops it); `has(request.headers.x)` references
 //! `["request", "headers", "x"]`. A path whose prefix is also referenced is
 //! covered by the prefix and not fetched again.
 //!
@@ -109,6 +111,10 @@ pub struct Expression {
     /// References grouped by their root identifier: (root, indexes into
     /// `references`); a root referenced alone has the single path `[root]`.
     roots: Vec<(String, Vec<usize>)>,
+    /// Path prefixes that end in an integer index (`[a, l, 0]` for
+    /// `a.l[0].c`): that segment is bound as an integer key, so CEL's
+    /// `l[0]` finds it.
+    int_indexes: Vec<Vec<String>>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -144,8 +150,8 @@ impl Expression {
         let mut expr = program.expression().clone();
         limits::instrument(&mut expr);
         regex::precompile(&expr)?;
-        let mut found = Vec::new();
-        collect_paths(&expr, &mut Vec::new(), &mut found);
+        let (mut found, mut int_indexes) = (Vec::new(), Vec::new());
+        collect_paths(&expr, &mut Vec::new(), &mut found, &mut int_indexes);
         let references = minimal(found);
         let mut roots: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, path) in references.iter().enumerate() {
@@ -154,7 +160,7 @@ impl Expression {
                 None => roots.push((path[0].clone(), vec![i])),
             }
         }
-        Ok(Expression { source: source.to_string(), expr, references, roots })
+        Ok(Expression { source: source.to_string(), expr, references, roots, int_indexes })
     }
 
     /// The text the expression was compiled from.
@@ -205,26 +211,49 @@ impl Expression {
         for &i in indexes {
             let path = &self.references[i];
             let segments: Vec<&str> = path.iter().map(String::as_str).collect();
-            if let Some(v) = attrs.attribute(&segments) {
-                tree.insert(&path[1..], to_cel(v));
+            let int_key = |depth: usize| self.int_indexes.iter().any(|p| p.len() == depth + 1 && path.starts_with(p));
+            match attrs.attribute(&segments) {
+                Some(v) => tree.insert(&path[1..], 1, &int_key, to_cel(v)),
+                // The maps above a missing attribute exist, so the error
+                // names what is missing (`No such key: NOPE` for
+                // `node.metadata['NOPE']`), as when the whole map is bound.
+                None => tree.insert_parents(&path[1..], 1, &int_key),
             }
         }
         Some(tree.into_value())
     }
 }
 
-/// Nested maps under one root identifier.
+/// Nested maps under one root identifier; a segment that was an integer
+/// index in the expression is an integer key.
 #[derive(Default)]
 struct Tree {
     leaf: Option<Value>,
-    children: BTreeMap<String, Tree>,
+    children: BTreeMap<(String, bool), Tree>,
 }
 
 impl Tree {
-    fn insert(&mut self, path: &[String], value: Value) {
+    /// Inserts `value` at `path`, whose first segment is at `depth` in the
+    /// whole path; `int_key(depth)` says whether that segment is an index.
+    fn insert(&mut self, path: &[String], depth: usize, int_key: &dyn Fn(usize) -> bool, value: Value) {
         match path.split_first() {
             None => self.leaf = Some(value),
-            Some((head, rest)) => self.children.entry(head.clone()).or_default().insert(rest, value),
+            Some((head, rest)) => {
+                self.children.entry((head.clone(), int_key(depth))).or_default().insert(rest, depth + 1, int_key, value)
+            }
+        }
+    }
+
+    /// The maps leading to `path`, without its last segment.
+    fn insert_parents(&mut self, path: &[String], depth: usize, int_key: &dyn Fn(usize) -> bool) {
+        if let [head, rest @ ..] = path {
+            if !rest.is_empty() {
+                self.children.entry((head.clone(), int_key(depth))).or_default().insert_parents(
+                    rest,
+                    depth + 1,
+                    int_key,
+                );
+            }
         }
     }
 
@@ -232,8 +261,17 @@ impl Tree {
         if let Some(v) = self.leaf {
             return v;
         }
-        let map: HashMap<Key, Value> =
-            self.children.into_iter().map(|(k, t)| (Key::String(Arc::new(k)), t.into_value())).collect();
+        let map: HashMap<Key, Value> = self
+            .children
+            .into_iter()
+            .map(|((k, int), t)| {
+                let key = match k.parse::<i64>() {
+                    Ok(i) if int => Key::Int(i),
+                    _ => Key::String(Arc::new(k)),
+                };
+                (key, t.into_value())
+            })
+            .collect();
         Value::Map(Map { map: Arc::new(map) })
     }
 }

@@ -57,9 +57,17 @@ fn references_are_the_attribute_paths() {
         refs("request.url_path == '/a' && request.method == 'GET' && request.method != 'X'"),
         vec![p(&["request", "url_path"]), p(&["request", "method"])]
     );
-    assert_eq!(refs("node.metadata['MESH_ID']"), vec![p(&["node", "metadata"])]);
+    assert_eq!(refs("node.metadata['MESH_ID']"), vec![p(&["node", "metadata", "MESH_ID"])]);
+    // An integer index continues the path too (Envoy resolves a list
+    // element by its position); any other index stops it.
+    assert_eq!(
+        refs("xds.cluster_metadata.filter_metadata.istio.services[0].name"),
+        vec![p(&["xds", "cluster_metadata", "filter_metadata", "istio", "services", "0", "name"])]
+    );
+    assert_eq!(refs("request.headers[request.method]"), vec![p(&["request", "headers"]), p(&["request", "method"])]);
+    assert_eq!(refs("[1][0]"), Vec::<Vec<String>>::new());
     assert_eq!(refs("upstream_peer.istio_version"), vec![p(&["upstream_peer", "istio_version"])]);
-    assert_eq!(refs("request.headers['x-user'] == 'a'"), vec![p(&["request", "headers"])]);
+    assert_eq!(refs("request.headers['x-user'] == 'a'"), vec![p(&["request", "headers", "x-user"])]);
     assert_eq!(refs("request.headers.x == 'y'"), vec![p(&["request", "headers", "x"])]);
     assert_eq!(refs("has(request.headers.x) && request.headers.x == 'y'"), vec![p(&["request", "headers"])]);
     assert_eq!(refs("has(response.code)"), vec![p(&["response", "code"])]);
@@ -105,7 +113,8 @@ fn binds_only_referenced_paths_once() {
     )
     .unwrap();
     assert_eq!(e.evaluate(&counting), Ok(AttrValue::Bool(true)));
-    assert_eq!(*counting.calls.borrow(), vec!["request.method", "request.headers", "node.metadata"]);
+    // Indexing by a literal continues the path: one header, one metadata key.
+    assert_eq!(*counting.calls.borrow(), vec!["request.method", "request.headers.x-user", "node.metadata.MESH_ID"]);
 }
 
 #[test]
@@ -125,6 +134,12 @@ fn map_indexing_and_has() {
     assert_eq!(eval("has(request.headers.nope) ? 'y' : 'n'", &a), Ok(s("n")));
     assert!(eval("has(request.headers.x) ? 'y' : 'n'", &BTreeMap::new()).is_err(), "no headers at all");
     assert!(eval("node.metadata['NOPE']", &a).unwrap_err().contains("NOPE"));
+    // A list element by its position (Istio's `...istio.services[0].name`):
+    // the host is asked for the element's path, the value indexed by 0.
+    let m = attrs(&[("xds.cluster_metadata.filter_metadata.istio.services.0.name", s("server"))]);
+    assert_eq!(eval("xds.cluster_metadata.filter_metadata.istio.services[0].name", &m), Ok(s("server")));
+    assert_eq!(eval("xds.cluster_metadata.filter_metadata.istio.services[0]['name']", &m), Ok(s("server")));
+    assert!(eval("xds.cluster_metadata.filter_metadata.istio.services[1].name", &m).is_err());
     assert_eq!(eval("upstream_peer.istio_version", &a), Ok(s("1.22.0")));
     assert_eq!(eval("node.metadata['N'] == 2.0", &a), Ok(AttrValue::Bool(true)));
     assert_eq!(eval("istio_operationId == 'ListCatalog'", &a), Ok(AttrValue::Bool(true)));

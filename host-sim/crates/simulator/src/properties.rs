@@ -147,10 +147,13 @@ fn resolve_top(
                 Some(_) => one(Prop::Str(facts.upstream_cluster.into())),
                 None => Err(Status::NotFound),
             },
-            // The picked upstream host's `envoy.config.core.v3.Metadata`
-            // (Envoy's CEL `xds.upstream_host_metadata`): the serialized
-            // message, or indexed as `filter_metadata.<namespace>.<key>`.
-            // Only once the upstream is picked, as in Envoy.
+            // The route's name: the scenario's route has none, and Envoy
+            // 1.40 answers "" for an unnamed route (observed; conformance
+            // properties.json). HTTP streams only: tcp_proxy has no route.
+            "route_name" => match stream {
+                Some((s, _)) if !s.network => one(Prop::Str(String::new())),
+                _ => Err(Status::NotFound),
+            },
             // The upstream cluster's metadata (Envoy's CEL
             // `xds.cluster_metadata`), where `xds.cluster_name` is known.
             "cluster_metadata" => match stream {
@@ -159,6 +162,10 @@ fn resolve_top(
                 }
                 _ => Err(Status::NotFound),
             },
+            // The picked upstream host's `envoy.config.core.v3.Metadata`
+            // (Envoy's CEL `xds.upstream_host_metadata`): the serialized
+            // message, or indexed as `filter_metadata.<namespace>.<key>`.
+            // Only once the upstream is picked, as in Envoy.
             "upstream_host_metadata" => match stream {
                 Some((s, _)) if s.reached_upstream => metadata_property(facts.upstream_host_metadata, rest),
                 _ => Err(Status::NotFound),

@@ -30,18 +30,6 @@ fn productpage_metadata() -> Value {
     })
 }
 
-fn reviews_metadata() -> Value {
-    json!({
-        "NAME": "reviews-v1-5f8d9c-abcde",
-        "NAMESPACE": "default",
-        "WORKLOAD_NAME": "reviews-v1",
-        "CLUSTER_ID": "Kubernetes",
-        "MESH_ID": "cluster.local",
-        "ISTIO_VERSION": "1.16.0",
-        "LABELS": {"app": "reviews", "version": "v1", "service.istio.io/canonical-name": "reviews", "service.istio.io/canonical-revision": "v1"}
-    })
-}
-
 fn node(id: &str, metadata: Value) -> Value {
     json!({"id": id, "cluster": "x.default", "metadata": metadata})
 }
@@ -110,7 +98,7 @@ fn inbound_peer_is_stored_stripped_and_answered() {
         inbound_request(&[("x-envoy-peer-metadata-id", PRODUCTPAGE_ID), ("x-envoy-peer-metadata", &client)]);
     let r = run(json!({
         "plugins": plugins(json!({"max_peer_cache_size": 20})),
-        "node": node(REVIEWS_ID, reviews_metadata()),
+        "node": node(REVIEWS_ID, common::reviews_metadata()),
         "direction": "inbound",
         "streams": [with_peer.clone(), with_peer, inbound_request(&[])]
     }));
@@ -119,7 +107,7 @@ fn inbound_peer_is_stored_stripped_and_answered() {
         assert_eq!(header(upstream_headers(s), "x-envoy-peer-metadata"), None);
         assert_eq!(header(upstream_headers(s), "x-envoy-peer-metadata-id"), None);
     }
-    let ours = header_of(&reviews_metadata());
+    let ours = header_of(&common::reviews_metadata());
     assert_eq!(header(response_headers(&r.streams[0]), "x-envoy-peer-metadata"), Some(ours.as_str()));
     assert_eq!(header(response_headers(&r.streams[0]), "x-envoy-peer-metadata-id"), Some(REVIEWS_ID));
     // No peer headers in the request: none of ours in the response.
@@ -148,7 +136,7 @@ fn inbound_peer_is_stored_stripped_and_answered() {
 /// it, and stats fills the destination_* labels from it.
 #[test]
 fn outbound_sends_ours_and_takes_the_upstreams() {
-    let server = header_of(&reviews_metadata());
+    let server = header_of(&common::reviews_metadata());
     let r = run(json!({
         "plugins": plugins(json!({})),
         "node": node(PRODUCTPAGE_ID, productpage_metadata()),
@@ -209,7 +197,7 @@ fn native_era_peers_are_read() {
     ));
     let r = run(json!({
         "plugins": plugins(json!({})),
-        "node": node(REVIEWS_ID, reviews_metadata()),
+        "node": node(REVIEWS_ID, common::reviews_metadata()),
         "direction": "inbound",
         "streams": [inbound_request(&[("x-envoy-peer-metadata-id", PRODUCTPAGE_ID), ("x-envoy-peer-metadata", &value)])]
     }));
@@ -239,7 +227,7 @@ fn hostile_headers_never_trap_and_are_counted() {
     ];
     let r = run(json!({
         "plugins": plugins(json!({})),
-        "node": node(REVIEWS_ID, reviews_metadata()),
+        "node": node(REVIEWS_ID, common::reviews_metadata()),
         "direction": "inbound",
         "streams": cases
     }));
@@ -274,7 +262,7 @@ fn mtls_only_takes_peers_over_mtls_only() {
     });
     let r = run(json!({
         "plugins": plugins(json!({"trust": "mtls_only"})),
-        "node": node(REVIEWS_ID, reviews_metadata()),
+        "node": node(REVIEWS_ID, common::reviews_metadata()),
         "direction": "inbound",
         "streams": [plain, mtls]
     }));
@@ -501,7 +489,7 @@ mod generated {
             .collect();
         let r = run(json!({
             "plugins": plugins(json!({})),
-            "node": node(REVIEWS_ID, reviews_metadata()),
+            "node": node(REVIEWS_ID, common::reviews_metadata()),
             "direction": "inbound",
             "streams": streams
         }));

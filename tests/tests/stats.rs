@@ -14,42 +14,13 @@ use host_sim::result::RunResult;
 use serde_json::{json, Value};
 
 mod common;
-use common::run;
+use common::{peer_header, reviews_node, run};
 
 fn stats_wasm() -> String {
     common::plugin_wasm("stats")
 }
 
-/// Node metadata of the reviews-v1 pod, as Istio's injector writes it.
-fn reviews_node() -> Value {
-    json!({
-        "id": "sidecar~10.0.0.7~reviews-v1-5f8d9c-abcde.default~default.svc.cluster.local",
-        "cluster": "reviews.default",
-        "metadata": {
-            "NAME": "reviews-v1-5f8d9c-abcde",
-            "NAMESPACE": "default",
-            "WORKLOAD_NAME": "reviews-v1",
-            "CLUSTER_ID": "Kubernetes",
-            "MESH_ID": "cluster.local",
-            "ISTIO_VERSION": "1.16.0",
-            "LABELS": {
-                "app": "reviews",
-                "version": "v1",
-                "service.istio.io/canonical-name": "reviews",
-                "service.istio.io/canonical-revision": "v1"
-            }
-        }
-    })
-}
-
 // -------------------------------------------------- peer metadata header
-
-/// Istio's `x-envoy-peer-metadata` value for a workload's node metadata.
-fn peer_header(metadata: Value) -> String {
-    meshwasm_wire::istio::encode_peer_metadata(&meshwasm_wire::protobuf::struct_from_json(
-        metadata.as_object().expect("a JSON object"),
-    ))
-}
 
 /// Istio's `x-envoy-peer-metadata` header for the productpage-v1 pod.
 fn productpage_peer_header() -> String {

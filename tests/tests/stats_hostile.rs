@@ -153,26 +153,11 @@ fn stats_wasm() -> String {
     common::plugin_wasm("stats")
 }
 
-fn reviews_node() -> Value {
-    json!({
-        "id": "sidecar~10.0.0.7~reviews-v1-5f8d9c-abcde.default~default.svc.cluster.local",
-        "cluster": "reviews.default",
-        "metadata": {
-            "NAME": "reviews-v1-5f8d9c-abcde", "NAMESPACE": "default", "WORKLOAD_NAME": "reviews-v1",
-            "CLUSTER_ID": "Kubernetes", "MESH_ID": "cluster.local", "ISTIO_VERSION": "1.16.0",
-            "LABELS": {"app": "reviews", "version": "v1",
-                       "service.istio.io/canonical-name": "reviews", "service.istio.io/canonical-revision": "v1"}
-        }
-    })
-}
-
 /// Istio's `x-envoy-peer-metadata` header for a peer with this workload name.
 fn peer_header(workload_name: &str) -> String {
-    let metadata =
-        json!({"NAME": "p-1", "NAMESPACE": "default", "WORKLOAD_NAME": workload_name, "CLUSTER_ID": "Kubernetes"});
-    meshwasm_wire::istio::encode_peer_metadata(&meshwasm_wire::protobuf::struct_from_json(
-        metadata.as_object().unwrap(),
-    ))
+    common::peer_header(
+        json!({"NAME": "p-1", "NAMESPACE": "default", "WORKLOAD_NAME": workload_name, "CLUSTER_ID": "Kubernetes"}),
+    )
 }
 
 fn get(authority: &str, extra: &[[&str; 2]]) -> Value {
@@ -205,7 +190,7 @@ fn assert_served(r: &host_sim::RunResult) {
 fn issue_forgeries_keep_family_and_labels() {
     let r = run(json!({
         "plugins": [{"wasm": stats_wasm()}],
-        "node": reviews_node(),
+        "node": common::reviews_node(),
         "streams": [
             get("reviews;.", &[]),
             get("reviews", &[["x-envoy-peer-metadata-id", "p-1"], ["x-envoy-peer-metadata", &peer_header("evil\nname")]]),
@@ -262,7 +247,7 @@ fn distinct_huge_hosts_keep_memory_bounded() {
             "metrics": [{"name": "requests_total", "dimensions": dims}],
             "max_series_bytes": 4_000_000
         }}],
-        "node": reviews_node(),
+        "node": common::reviews_node(),
         // Istio's tags plus one per dimension (Istio's `extraStatTags`).
         "stats_tags": ISTIO_LABELS.iter().map(|l| l.to_string()).chain(dims.keys().cloned())
             .map(|l| json!({"tag_name": l, "regex": format!(r"({l}=\.=(.*?);\.;)")}))

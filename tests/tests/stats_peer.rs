@@ -157,15 +157,9 @@ fn an_exchanged_peer_wins_over_endpoint_metadata() {
     assert_eq!(label(&labels, "destination_canonical_revision"), "latest");
 }
 
-/// The base64 `x-envoy-peer-metadata` value of a peer's node metadata.
-fn peer_header(metadata: Value) -> String {
-    let Value::Object(m) = metadata else { panic!("an object") };
-    meshwasm_wire::istio::encode_peer_metadata(&meshwasm_wire::protobuf::struct_from_json(&m))
-}
-
 /// A Wasm-era peer (what Istio's Wasm plugin and our metadata_exchange send).
 fn ratings_peer() -> String {
-    peer_header(json!({
+    common::peer_header(json!({
         "NAME": "ratings-v1-abc", "NAMESPACE": "default", "WORKLOAD_NAME": "ratings-v1", "ISTIO_VERSION": "1.16.0",
         "MESH_ID": "mesh", "CLUSTER_ID": "server-cluster",
         "OWNER": "kubernetes://apis/apps/v1/namespaces/default/deployments/ratings-v1",

@@ -79,8 +79,8 @@ pub struct Scenario {
 
 /// The server sidecar of a two-proxy chain: its own node, direction,
 /// workers, plugins and tag extraction. The connection between the two
-/// proxies is plaintext (HTTP/1.1 for streams; docs/scenario-format.md,
-/// *Two proxies*).
+/// proxies is plaintext unless `mtls` is given (HTTP/1.1 for streams;
+/// docs/scenario-format.md, *Two proxies*).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerProxySpec {
@@ -95,6 +95,47 @@ pub struct ServerProxySpec {
     pub direction: Direction,
     #[serde(default)]
     pub stats_tags: Option<Vec<StatsTag>>,
+    /// The hop between the proxies is mutual TLS, as between two Istio
+    /// sidecars. Absent: plaintext.
+    #[serde(default)]
+    pub mtls: Option<HopTlsSpec>,
+}
+
+/// Mutual TLS between the two proxies: the client proxy's upstream cluster
+/// presents `client_certificate` (Istio's `ISTIO_MUTUAL` origination); the
+/// server proxy's listener presents `server_certificate` and requires a
+/// client certificate from the same CA.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HopTlsSpec {
+    /// The client proxy's certificate (its workload identity).
+    #[serde(default)]
+    pub client_certificate: CertificateSpec,
+    /// The server proxy's certificate.
+    #[serde(default)]
+    pub server_certificate: CertificateSpec,
+    /// The SNI the client proxy sends (the cluster's `sni`); none if absent.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// ALPN protocols offered by the client and accepted by the server
+    /// (Istio: `istio-peer-exchange`, `istio`). Only the Envoy engine uses
+    /// them: Envoy 1.40 gives Wasm no property with the negotiated ALPN, so
+    /// no plugin can tell.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+}
+
+impl HopTlsSpec {
+    /// The hop as the server proxy's downstream connection.
+    pub fn server_connection(&self) -> ConnectionSpec {
+        ConnectionSpec {
+            mtls: true,
+            tls: true,
+            peer_certificate: Some(self.client_certificate.clone()),
+            local_certificate: Some(self.server_certificate.clone()),
+            requested_server_name: self.sni.clone(),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -641,12 +682,23 @@ impl Scenario {
                 }
             }
         }
+        if let Some(m) = &sp.mtls {
+            if let Some(i) = m.alpn.iter().position(|p| p.is_empty() || p.len() > 255) {
+                return err(format!(
+                    "invalid scenario at `server_proxy.mtls.alpn[{i}]`: an ALPN protocol is 1 to 255 bytes"
+                ));
+            }
+            if m.sni.as_deref().is_some_and(str::is_empty) {
+                return err("invalid scenario at `server_proxy.mtls.sni`: empty (leave it out for no SNI)".into());
+            }
+        }
         Ok(())
     }
 
     /// The server proxy of a two-proxy chain as a scenario of its own: its
     /// plugins, node, direction, workers and tags; the same streams (their
-    /// `upstream` is its upstream) reaching it over plaintext. Both engines
+    /// `upstream` is its upstream) reaching it over plaintext, or over the
+    /// hop's mutual TLS (its `connection`). Both engines
     /// start the second proxy from this.
     pub fn server_scenario(&self) -> Option<Scenario> {
         let sp = self.server_proxy.as_ref()?;
@@ -657,7 +709,7 @@ impl Scenario {
         s.node = sp.node.clone();
         s.workers = sp.workers;
         s.direction = sp.direction;
-        s.connection = ConnectionSpec::default();
+        s.connection = sp.mtls.as_ref().map(HopTlsSpec::server_connection).unwrap_or_default();
         s.stats_tags = sp.stats_tags.clone();
         for st in &mut s.streams {
             st.connection = None;
@@ -771,6 +823,9 @@ mod tests {
             (r#"{"plugins":[{"wasm":"b"}],"confg":1}"#, "server_proxy"),
             (r#"{"workers":0}"#, "server_proxy.workers"),
             (r#"{"stats_tags":[{"tag_name":"t","regex":"("}]}"#, "server_proxy.stats_tags[0].regex"),
+            (r#"{"mtls":{"alpn":["istio",""]}}"#, "server_proxy.mtls.alpn[1]"),
+            (r#"{"mtls":{"sni":""}}"#, "server_proxy.mtls.sni"),
+            (r#"{"mtls":{"client_cert":{}}}"#, "client_cert"),
         ] {
             let text = format!(r#"{{"plugins":[{{"wasm":"a"}}],"server_proxy":{bad}}}"#);
             let e = Scenario::from_json(&text).unwrap_err();
@@ -781,6 +836,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("streams[0].http_calls"), "{}", e.0);
+    }
+
+    #[test]
+    fn an_mtls_hop_is_the_server_proxys_connection() {
+        let two = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a"}],"connection":{"tls":true},"streams":[{"request":{},"connection":{"mtls":true}}],
+                "server_proxy":{"mtls":{"client_certificate":{"uri_sans":["spiffe://td/ns/default/sa/client"]},
+                "server_certificate":{"uri_sans":["spiffe://td/ns/default/sa/server"]},"sni":"server.com","alpn":["istio"]}}}"#,
+        )
+        .unwrap();
+        let server = two.server_scenario().unwrap();
+        let c = &server.connection;
+        assert!(c.mtls && c.tls);
+        assert_eq!(c.peer_certificate.as_ref().unwrap().uri_sans, ["spiffe://td/ns/default/sa/client"]);
+        assert_eq!(c.local_certificate.as_ref().unwrap().uri_sans, ["spiffe://td/ns/default/sa/server"]);
+        assert_eq!(c.requested_server_name.as_deref(), Some("server.com"));
+        // The client's own connection settings stay with the first proxy.
+        assert!(server.streams[0].connection.is_none());
+        let plain = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}],"server_proxy":{}}"#).unwrap();
+        assert!(!plain.server_scenario().unwrap().connection.is_tls());
     }
 
     #[test]

@@ -36,6 +36,24 @@ pub struct TlsFiles {
     /// Set for mTLS: the CA that signs client certificates, which Envoy
     /// then requires.
     pub client_ca: Option<PathBuf>,
+    /// ALPN protocols the listener accepts (`alpn_protocols`); none if empty.
+    pub alpn: Vec<String>,
+}
+
+/// TLS origination on the clusters that lead to the upstream (HTTP and
+/// TCP): the client proxy of a chain whose hop is mutual TLS, as Istio's
+/// `ISTIO_MUTUAL` cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// The client certificate (and key) the proxy presents.
+    pub cert_chain: PathBuf,
+    pub private_key: PathBuf,
+    /// The CA the upstream's certificate must chain to.
+    pub trusted_ca: PathBuf,
+    /// ALPN protocols offered; none if empty.
+    pub alpn: Vec<String>,
+    /// The SNI sent; none if `None`.
+    pub sni: Option<String>,
 }
 
 /// Everything the bootstrap needs besides the scenario.
@@ -52,6 +70,9 @@ pub struct Layout {
     /// Absolute paths of the plugins' .wasm files, in chain order.
     pub wasm_paths: Vec<PathBuf>,
     pub access_log: PathBuf,
+    /// TLS on the upstream clusters ([`UPSTREAM_CLUSTER`],
+    /// [`TCP_UPSTREAM_CLUSTER`]); plaintext when `None`.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 /// The access log fields the engine reads back: the client's address (to
@@ -146,6 +167,28 @@ fn cluster(name: &str, port: u16) -> Value {
     c
 }
 
+/// The `transport_socket` of a cluster that originates mutual TLS.
+fn upstream_transport_socket(t: &UpstreamTls) -> Value {
+    let mut common = json!({
+        "tls_certificates": [{
+            "certificate_chain": {"filename": t.cert_chain.to_string_lossy()},
+            "private_key": {"filename": t.private_key.to_string_lossy()}
+        }],
+        "validation_context": {"trusted_ca": {"filename": t.trusted_ca.to_string_lossy()}}
+    });
+    if !t.alpn.is_empty() {
+        common["alpn_protocols"] = json!(t.alpn);
+    }
+    let mut ctx = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common
+    });
+    if let Some(sni) = &t.sni {
+        ctx["sni"] = json!(sni);
+    }
+    json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx})
+}
+
 /// The access log, written by the HTTP connection manager and by
 /// `tcp_proxy` alike (one JSON line per stream or connection).
 fn access_log(layout: &Layout) -> Value {
@@ -232,6 +275,9 @@ fn listener(s: &Scenario, l: &ListenerLayout, layout: &Layout) -> Value {
         if let Some(ca) = &tls.client_ca {
             common["validation_context"] = json!({"trusted_ca": {"filename": ca.to_string_lossy()}});
         }
+        if !tls.alpn.is_empty() {
+            common["alpn_protocols"] = json!(tls.alpn);
+        }
         chain["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
@@ -269,6 +315,11 @@ pub fn bootstrap(s: &Scenario, layout: &Layout) -> Value {
     let mut clusters = vec![cluster(UPSTREAM_CLUSTER, layout.upstream_port)];
     if layout.listeners.iter().any(|l| l.tcp) {
         clusters.push(cluster(TCP_UPSTREAM_CLUSTER, layout.tcp_upstream_port));
+    }
+    if let Some(t) = &layout.upstream_tls {
+        for c in clusters.iter_mut() {
+            c["transport_socket"] = upstream_transport_socket(t);
+        }
     }
     // The scenario's endpoint metadata on the upstream endpoints (HTTP and
     // TCP), where Istio's control plane puts `istio.workload`.
@@ -321,6 +372,7 @@ mod tests {
             clusters: vec![("callee".into(), 18081)],
             wasm_paths: (0..n).map(|i| PathBuf::from(format!("/p/{i}.wasm"))).collect(),
             access_log: "/w/access.log".into(),
+            upstream_tls: None,
         }
     }
 
@@ -477,6 +529,7 @@ mod tests {
                 cert_chain: "/c.pem".into(),
                 private_key: "/k.pem".into(),
                 client_ca: Some("/ca.pem".into()),
+                alpn: Vec::new(),
             }),
             tcp: false,
         }];
@@ -489,5 +542,62 @@ mod tests {
             b["static_resources"]["listeners"][0]["listener_filters"][0]["name"],
             "envoy.filters.listener.tls_inspector"
         );
+        assert!(ts["common_tls_context"].get("alpn_protocols").is_none(), "no ALPN unless asked");
+        assert!(b["static_resources"]["clusters"][0].get("transport_socket").is_none(), "plaintext upstream");
+    }
+
+    #[test]
+    fn an_mtls_hop_originates_tls_on_the_upstream_clusters_only() {
+        let s = scenario(r#"{"plugins":[{"wasm":"a.wasm"}],"clusters":["callee"],"connections":[{"events":[]}]}"#);
+        let mut l = layout(1);
+        l.listeners.push(ListenerLayout { name: "outbound_tcp".into(), tls: None, tcp: true });
+        l.upstream_tls = Some(UpstreamTls {
+            cert_chain: "/client-cert.pem".into(),
+            private_key: "/client-key.pem".into(),
+            trusted_ca: "/server/ca.pem".into(),
+            alpn: vec!["istio-peer-exchange".into(), "istio".into()],
+            sni: Some("server.com".into()),
+        });
+        let b = bootstrap(&s, &l);
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        for name in [UPSTREAM_CLUSTER, TCP_UPSTREAM_CLUSTER] {
+            let c = clusters.iter().find(|c| c["name"] == name).unwrap();
+            assert_eq!(c["transport_socket"]["name"], "envoy.transport_sockets.tls");
+            let ctx = &c["transport_socket"]["typed_config"];
+            assert_eq!(
+                ctx["@type"],
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+            );
+            assert_eq!(ctx["sni"], "server.com");
+            let common = &ctx["common_tls_context"];
+            assert_eq!(common["tls_certificates"][0]["certificate_chain"]["filename"], "/client-cert.pem");
+            assert_eq!(common["tls_certificates"][0]["private_key"]["filename"], "/client-key.pem");
+            assert_eq!(common["validation_context"]["trusted_ca"]["filename"], "/server/ca.pem");
+            assert_eq!(common["alpn_protocols"], json!(["istio-peer-exchange", "istio"]));
+        }
+        let callee = clusters.iter().find(|c| c["name"] == "callee").unwrap();
+        assert!(callee.get("transport_socket").is_none(), "http_call clusters stay plaintext");
+        // No SNI and no ALPN: neither field.
+        l.upstream_tls.as_mut().unwrap().sni = None;
+        l.upstream_tls.as_mut().unwrap().alpn.clear();
+        let b = bootstrap(&s, &l);
+        let ctx = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert!(ctx.get("sni").is_none());
+        assert!(ctx["common_tls_context"].get("alpn_protocols").is_none());
+    }
+
+    #[test]
+    fn a_listener_accepts_the_hops_alpn() {
+        let s = scenario(r#"{"plugins":[{"wasm":"a.wasm"}],"streams":[]}"#);
+        let mut l = layout(1);
+        l.listeners[0].tls = Some(TlsFiles {
+            cert_chain: "/c.pem".into(),
+            private_key: "/k.pem".into(),
+            client_ca: Some("/ca.pem".into()),
+            alpn: vec!["istio-peer-exchange".into()],
+        });
+        let b = bootstrap(&s, &l);
+        let ts = &b["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"];
+        assert_eq!(ts["common_tls_context"]["alpn_protocols"], json!(["istio-peer-exchange"]));
     }
 }

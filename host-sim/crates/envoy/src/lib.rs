@@ -44,6 +44,7 @@ mod http;
 mod listeners;
 mod locate;
 mod logs;
+mod mitm;
 mod process;
 mod results;
 mod servers;
@@ -158,6 +159,7 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
         clusters: servers.cluster_ports.clone(),
         wasm_paths: wasm_paths.clone(),
         access_log: access_log.clone(),
+        upstream_tls: None,
     };
     let config_path = work.path.join("envoy.json");
     std::fs::write(&config_path, serde_json::to_string_pretty(&bootstrap::bootstrap(scenario, &layout))?)?;

@@ -41,6 +41,12 @@ pub struct ListenerPlan {
     pub streams: Vec<(usize, Option<tls::Issued>)>,
     /// The same per TCP connection.
     pub connections: Vec<(usize, Option<tls::Issued>)>,
+    /// Per listener: the server certificate its TLS presents.
+    pub server_certs: Vec<Option<tls::Issued>>,
+    /// The CA behind every certificate of the plan (when some connection is
+    /// TLS), and its PEM file in the side's directory.
+    pub ca: Option<tls::Ca>,
+    pub ca_path: std::path::PathBuf,
 }
 
 pub fn effective_connection<'a>(s: &'a Scenario, stream: &'a StreamSpec) -> &'a ConnectionSpec {
@@ -74,37 +80,45 @@ impl ListenerPlan {
             std::fs::write(&ca_path, &ca.cert_pem)?;
         }
         let mut listeners: Vec<(ListenerKey, ListenerLayout)> = Vec::new();
-        let index_of =
-            |c: &ConnectionSpec, tcp: bool, listeners: &mut Vec<(ListenerKey, ListenerLayout)>| -> Result<usize> {
-                let key = ListenerKey::of(c, tcp);
-                if let Some(i) = listeners.iter().position(|(k, _)| *k == key) {
-                    return Ok(i);
+        let mut server_certs: Vec<Option<tls::Issued>> = Vec::new();
+        let index_of = |c: &ConnectionSpec,
+                        tcp: bool,
+                        listeners: &mut Vec<(ListenerKey, ListenerLayout)>,
+                        server_certs: &mut Vec<Option<tls::Issued>>|
+         -> Result<usize> {
+            let key = ListenerKey::of(c, tcp);
+            if let Some(i) = listeners.iter().position(|(k, _)| *k == key) {
+                return Ok(i);
+            }
+            let i = listeners.len();
+            // Numbered per kind: inbound, inbound_1, ...; inbound_tcp,
+            // inbound_tcp_1, ...
+            let stem = if tcp { format!("{base}_tcp") } else { base.to_string() };
+            let n = listeners.iter().filter(|(k, _)| k.tcp == tcp).count();
+            let name = if n == 0 { stem } else { format!("{stem}_{n}") };
+            let tls = match (&ca, key.tls) {
+                (Some(ca), true) => {
+                    let spec = c.local_certificate.clone().unwrap_or_default();
+                    let server = ca.issue(&spec, true, "CN=envoy")?;
+                    let (cert, key_file) = (dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
+                    std::fs::write(&cert, &server.cert_pem)?;
+                    std::fs::write(&key_file, &server.key_pem)?;
+                    server_certs.push(Some(server));
+                    Some(TlsFiles {
+                        cert_chain: cert,
+                        private_key: key_file,
+                        client_ca: c.mtls.then(|| ca_path.clone()),
+                        alpn: Vec::new(),
+                    })
                 }
-                let i = listeners.len();
-                // Numbered per kind: inbound, inbound_1, ...; inbound_tcp,
-                // inbound_tcp_1, ...
-                let stem = if tcp { format!("{base}_tcp") } else { base.to_string() };
-                let n = listeners.iter().filter(|(k, _)| k.tcp == tcp).count();
-                let name = if n == 0 { stem } else { format!("{stem}_{n}") };
-                let tls = match (&ca, key.tls) {
-                    (Some(ca), true) => {
-                        let spec = c.local_certificate.clone().unwrap_or_default();
-                        let server = ca.issue(&spec, true, "CN=envoy")?;
-                        let (cert, key_file) =
-                            (dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
-                        std::fs::write(&cert, &server.cert_pem)?;
-                        std::fs::write(&key_file, &server.key_pem)?;
-                        Some(TlsFiles {
-                            cert_chain: cert,
-                            private_key: key_file,
-                            client_ca: c.mtls.then(|| ca_path.clone()),
-                        })
-                    }
-                    _ => None,
-                };
-                listeners.push((key, ListenerLayout { name, tls, tcp }));
-                Ok(i)
+                _ => {
+                    server_certs.push(None);
+                    None
+                }
             };
+            listeners.push((key, ListenerLayout { name, tls, tcp }));
+            Ok(i)
+        };
         let client_cert = |c: &ConnectionSpec| -> Result<Option<tls::Issued>> {
             match (&ca, c.mtls) {
                 (Some(ca), true) => {
@@ -115,21 +129,21 @@ impl ListenerPlan {
             }
         };
         // The scenario's own connection gets the first listener of each kind.
-        index_of(&s.connection, false, &mut listeners)?;
+        index_of(&s.connection, false, &mut listeners, &mut server_certs)?;
         if wants_tcp(s) {
-            index_of(&s.connection, true, &mut listeners)?;
+            index_of(&s.connection, true, &mut listeners, &mut server_certs)?;
         }
         let mut streams = Vec::new();
         for st in &s.streams {
             let c = effective_connection(s, st);
-            streams.push((index_of(c, false, &mut listeners)?, client_cert(c)?));
+            streams.push((index_of(c, false, &mut listeners, &mut server_certs)?, client_cert(c)?));
         }
         let mut connections = Vec::new();
         for tc in &s.connections {
             let c = effective_tcp_connection(s, tc);
-            connections.push((index_of(c, true, &mut listeners)?, client_cert(c)?));
+            connections.push((index_of(c, true, &mut listeners, &mut server_certs)?, client_cert(c)?));
         }
-        Ok(Self { listeners, streams, connections })
+        Ok(Self { listeners, streams, connections, server_certs, ca, ca_path })
     }
 }
 

@@ -73,7 +73,7 @@ fn bound_socket() -> Result<(OwnedFd, u16)> {
 }
 
 /// Makes closing `s` send a RST instead of a FIN (`SO_LINGER` 0).
-fn linger_zero(s: &TcpStream) -> std::io::Result<()> {
+pub(crate) fn linger_zero(s: &TcpStream) -> std::io::Result<()> {
     let l = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: `l` lives across the call and the size matches.
     let rc = unsafe {

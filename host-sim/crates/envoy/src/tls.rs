@@ -14,6 +14,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 /// A certificate with its key, PEM and DER.
+#[derive(Clone)]
 pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
@@ -88,6 +89,11 @@ impl Ca {
         Ok(Self { cert_pem: cert.pem(), cert, key })
     }
 
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> Vec<u8> {
+        self.cert.der().to_vec()
+    }
+
     /// Issues a leaf certificate with the spec's URI SANs, DNS SANs and
     /// subject. `default_cn` is used when the spec has no subject.
     pub fn issue(&self, spec: &CertificateSpec, server: bool, default_cn: &str) -> Result<Issued> {
@@ -120,7 +126,7 @@ impl Ca {
 /// Accepts whatever certificate Envoy presents: the engine tests plugins,
 /// not the proxy's identity, and the server name need not match anything.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAnyServer(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
     fn verify_server_cert(

@@ -6,14 +6,16 @@
 //! its own working directory, bootstrap, log, access log and admin, and
 //! `--concurrency` from its own `workers`.
 
-use crate::bootstrap::{self, Layout};
+use crate::bootstrap::{self, Layout, UpstreamTls};
 use crate::exchange::{exchange, settle};
 use crate::listeners::{effective_connection, effective_tcp_connection, ListenerPlan};
 use crate::logs::PluginIdent;
+use crate::mitm::{self, HopTls};
 use crate::process::{environment, EnvoyProcess, Readiness};
 use crate::result::{ConnectionResult, RunResult, StreamResult};
 use crate::results::{connection_result, find_access_entry, idents, stream_result};
-use crate::scenario::Scenario;
+use crate::scenario::{HopTlsSpec, Scenario};
+use crate::tls::Issued;
 use crate::{http, logs, servers, stats, tcp, EnvoyOptions};
 use anyhow::{bail, Context, Result};
 use std::io::{BufReader, Read, Write};
@@ -46,7 +48,9 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(target: u16) -> Result<Relay> {
+    /// Relays to the server Envoy's listener at `target`; with `tls`, as a
+    /// TLS-terminating man in the middle of the hop (see the module comment).
+    fn start(target: u16, tls: Option<Arc<HopTls>>) -> Result<Relay> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the relay")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -58,9 +62,14 @@ impl Relay {
                 match listener.accept() {
                     Ok((down, _)) => {
                         r.lock().unwrap_or_else(|e| e.into_inner()).accepted += 1;
-                        let _ = down.set_nonblocking(false);
-                        if let Ok(up) = TcpStream::connect(("127.0.0.1", target)) {
-                            pipe(down, up, r.clone());
+                        match &tls {
+                            Some(tls) => pipe_tls(down, target, tls.clone(), r.clone(), s.clone()),
+                            None => {
+                                let _ = down.set_nonblocking(false);
+                                if let Ok(up) = TcpStream::connect(("127.0.0.1", target)) {
+                                    pipe(down, up, r.clone());
+                                }
+                            }
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -116,6 +125,24 @@ fn pipe(down: TcpStream, up: TcpStream, rec: Arc<Mutex<Recorded>>) {
     let _ = std::thread::Builder::new().name("relay-down".into()).spawn(move || copy(up2, down2, false, r2));
 }
 
+/// Relays one connection of a mutual-TLS hop on a thread of its own:
+/// both handshakes, then plaintext recorded as in [`pipe`].
+fn pipe_tls(down: TcpStream, target: u16, tls: Arc<HopTls>, rec: Arc<Mutex<Recorded>>, stop: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new().name("relay-tls".into()).spawn(move || {
+        let Ok((d, u)) = tls.connect(down, target) else { return };
+        let local = u.tcp().local_addr().ok();
+        mitm::pump(d, u, &stop, &mut |upward, bytes| {
+            let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
+            if upward {
+                r.up.extend_from_slice(bytes);
+                r.client_of_server = local;
+            } else {
+                r.down.extend_from_slice(bytes);
+            }
+        });
+    });
+}
+
 /// One Envoy of the chain.
 struct Side {
     envoy: EnvoyProcess,
@@ -134,10 +161,17 @@ fn start_side(
     binary: &Path,
     (upstream_port, tcp_upstream_port): (u16, u16),
     clusters: &[(String, u16)],
+    (alpn, upstream_tls): (&[String], Option<UpstreamTls>),
     opts: &EnvoyOptions,
 ) -> Result<Side> {
     std::fs::create_dir_all(dir)?;
-    let plan = ListenerPlan::new(s, dir)?;
+    let mut plan = ListenerPlan::new(s, dir)?;
+    // The hop's ALPN on the server's (TLS) listeners.
+    for (_, l) in plan.listeners.iter_mut() {
+        if let Some(tls) = l.tls.as_mut() {
+            tls.alpn = alpn.to_vec();
+        }
+    }
     let access_log = dir.join("access.log");
     let layout = Layout {
         listeners: plan.listeners.iter().map(|(_, l)| l.clone()).collect(),
@@ -146,6 +180,7 @@ fn start_side(
         clusters: clusters.to_vec(),
         wasm_paths: s.plugins.iter().map(|p| std::path::absolute(&p.wasm).unwrap_or_else(|_| p.wasm.clone())).collect(),
         access_log: access_log.clone(),
+        upstream_tls,
     };
     let config = dir.join("envoy.json");
     std::fs::write(&config, serde_json::to_string_pretty(&bootstrap::bootstrap(s, &layout))?)?;
@@ -189,6 +224,26 @@ fn finish_side(side: &mut Side) -> Result<()> {
     Ok(())
 }
 
+/// The client Envoy's side of an mTLS hop: a client certificate for the
+/// hop's `client_certificate` from the server plan's CA, written into
+/// `dir`, and the upstream TLS that presents it and trusts that CA.
+fn hop_client(hop: &HopTlsSpec, server: &ListenerPlan, dir: &Path) -> Result<(Issued, UpstreamTls)> {
+    let ca = server.ca.as_ref().context("the server proxy's listeners have no CA")?;
+    let cert = ca.issue(&hop.client_certificate, false, "CN=client")?;
+    std::fs::create_dir_all(dir)?;
+    let (cert_chain, private_key) = (dir.join("hop-client-cert.pem"), dir.join("hop-client-key.pem"));
+    std::fs::write(&cert_chain, &cert.cert_pem)?;
+    std::fs::write(&private_key, &cert.key_pem)?;
+    let tls = UpstreamTls {
+        cert_chain,
+        private_key,
+        trusted_ca: server.ca_path.clone(),
+        alpn: hop.alpn.clone(),
+        sni: hop.sni.clone(),
+    };
+    Ok((cert, tls))
+}
+
 /// Runs a two-proxy scenario in two Envoys (see the module comment).
 pub fn run_two(
     scenario: &Scenario,
@@ -200,20 +255,44 @@ pub fn run_two(
     let servers = servers::Servers::start(&scenario.clusters).map_err(environment)?;
     let mut tcp_upstream = tcp::TcpUpstream::start().map_err(environment)?;
     let upstreams = (servers.upstream_port, tcp_upstream.port);
-    let mut srv = start_side(server, &work.join("server"), binary, upstreams, &servers.cluster_ports, opts)?;
+    let hop = scenario.server_proxy.as_ref().and_then(|sp| sp.mtls.as_ref());
+    let alpn = hop.map(|h| h.alpn.clone()).unwrap_or_default();
+    let mut srv =
+        start_side(server, &work.join("server"), binary, upstreams, &servers.cluster_ports, (&alpn, None), opts)?;
+    // With an mTLS hop: the client Envoy's certificate, from the server's CA.
+    let client_dir = work.join("client");
+    let hop_tls = match hop {
+        Some(h) => Some(hop_client(h, &srv.plan, &client_dir)?),
+        None => None,
+    };
     // The server's HTTP listener (the first; its streams' listener) and, with
     // connections, its TCP listener: each gets its own relay.
     let port_of = |side: &Side, listener: usize| side.ports.get(&side.plan.listeners[listener].1.name).copied();
+    // The relay of a listener, terminating the hop's TLS with the
+    // listener's own server certificate.
+    let relay_for = |listener: usize| -> Result<Relay> {
+        let port = port_of(&srv, listener).context("server listener port")?;
+        let tls = match (hop, &hop_tls) {
+            (Some(h), Some((client_cert, _))) => {
+                let server_cert =
+                    srv.plan.server_certs.get(listener).and_then(Option::as_ref).context("server certificate")?;
+                let ca = srv.plan.ca.as_ref().context("the server's CA")?;
+                Some(Arc::new(HopTls::new(server_cert, client_cert, ca.cert_der(), h.sni.as_deref(), &h.alpn)?))
+            }
+            _ => None,
+        };
+        Relay::start(port, tls).map_err(environment)
+    };
     let http_listener = srv.plan.streams.first().map_or(0, |(l, _)| *l);
-    let relay = Relay::start(port_of(&srv, http_listener).context("server listener port")?).map_err(environment)?;
+    let relay = relay_for(http_listener)?;
     let tcp_relay = match srv.plan.connections.first() {
-        Some((l, _)) => {
-            Some(Relay::start(port_of(&srv, *l).context("server TCP listener port")?).map_err(environment)?)
-        }
+        Some((l, _)) => Some(relay_for(*l)?),
         None => None,
     };
     let client_upstreams = (relay.port, tcp_relay.as_ref().map_or(0, |r| r.port));
-    let mut cli = start_side(scenario, &work.join("client"), binary, client_upstreams, &servers.cluster_ports, opts)?;
+    let upstream_tls = hop_tls.map(|(_, t)| t);
+    let mut cli =
+        start_side(scenario, &client_dir, binary, client_upstreams, &servers.cluster_ports, (&[], upstream_tls), opts)?;
 
     let (mut failed_c, mut failed_s): (Option<usize>, Option<usize>) = (None, None);
     for (i, stream) in scenario.streams.iter().enumerate() {

@@ -5,6 +5,27 @@
 //! Envoy answered, byte for byte as they crossed the wire. Each Envoy has
 //! its own working directory, bootstrap, log, access log and admin, and
 //! `--concurrency` from its own `workers`.
+//!
+//! With `server_proxy.mtls` the hop is mutual TLS: the server Envoy's
+//! listeners present the hop's server certificate, accept its ALPN list and
+//! require a client certificate from their plan's CA; the client Envoy's
+//! upstream clusters present a client certificate from that same CA, trust
+//! it, and send the hop's SNI and ALPN. The relay must still record
+//! plaintext (the request the client Envoy sent, the server's answer, the
+//! TCP bytes each way), so it becomes a TLS-terminating man in the middle
+//! (`mitm.rs`): towards the client Envoy a TLS server presenting the server
+//! listener's own certificate and key and requiring the client's
+//! certificate, towards the server Envoy a TLS client presenting the same
+//! client certificate the client Envoy has, with the hop's SNI and ALPN and
+//! the TLS version the client Envoy negotiated. Each Envoy thus sees the
+//! certificates, SNI, ALPN and version it would see from the other.
+//! One thread per connection drives both rustls connections over
+//! non-blocking sockets (a rustls connection carries both directions, so
+//! the plaintext relay's two copy threads cannot share it); the end of one
+//! side's TLS stream (close_notify or EOF) becomes close_notify and a FIN
+//! on the other, which keeps relaying the other direction until it ends
+//! too; an error or reset closes both. `client_of_server` is still the
+//! relay's address towards the server Envoy.
 
 use crate::bootstrap::{self, Layout, UpstreamTls};
 use crate::exchange::{exchange, settle};

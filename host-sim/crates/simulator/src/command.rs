@@ -26,6 +26,7 @@ pub fn run_command(wasm: &std::path::Path, args: Vec<String>) -> anyhow::Result<
         upstream_cluster: String::new(),
         upstream_host_metadata: Default::default(),
         upstream_cluster_metadata: Default::default(),
+        upstream_tls: None,
     });
     let mut host = VmHost::new(
         Rc::new(RefCell::new(ProxyState::default())),

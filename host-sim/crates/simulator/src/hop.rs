@@ -4,7 +4,9 @@
 //! scripted `upstream`. The request the first proxy sends upstream (as its
 //! HTTP/1 codec puts it on the wire) is what the second proxy's codec
 //! receives; what the second proxy sends its client is the first proxy's
-//! upstream response. The link between them is plaintext HTTP/1.1.
+//! upstream response. The link between them is HTTP/1.1, plaintext or the
+//! hop's mutual TLS (the server proxy's connection facts; the client
+//! proxy's `upstream.*` TLS facts).
 
 use super::{Proxy, VmLimits};
 use crate::result::{ConnectionResult, HttpMessage, LogLine, RunResult, StreamResult};
@@ -20,6 +22,9 @@ pub(crate) struct Hop {
     /// `logs[a..b]` of its state that belong to a stream (the rest are its
     /// root logs: start-up, ticks).
     stream_logs: Vec<(usize, usize)>,
+    /// The link as the server proxy's downstream connection: plaintext, or
+    /// the hop's mutual TLS (`server_proxy.mtls`).
+    pub connection: ConnectionSpec,
 }
 
 impl Hop {
@@ -29,6 +34,7 @@ impl Hop {
             streams: Vec::new(),
             connections: Vec::new(),
             stream_logs: Vec::new(),
+            connection: server.connection.clone(),
         })
     }
 
@@ -57,7 +63,7 @@ impl Hop {
             let st = self.proxy.state.borrow();
             (st.elapsed_ns, st.logs.len())
         };
-        let r = self.proxy.run_stream(&hop_spec, &ConnectionSpec::default());
+        let r = self.proxy.run_stream(&hop_spec, &self.connection);
         let (end_ns, logs_after) = {
             let st = self.proxy.state.borrow();
             (st.elapsed_ns, st.logs.len())

@@ -207,6 +207,7 @@ fn proxy_facts<'a>(h: &'a VmHost, plugin: &'a PluginInfo) -> ProxyFacts<'a> {
         upstream_cluster: &h.facts.upstream_cluster,
         upstream_host_metadata: &h.facts.upstream_host_metadata,
         upstream_cluster_metadata: &h.facts.upstream_cluster_metadata,
+        upstream_tls: h.facts.upstream_tls.as_ref(),
     }
 }
 

@@ -73,6 +73,9 @@ pub(crate) struct SimFacts {
     /// The upstream cluster's `filter_metadata` (scenario
     /// `upstream_cluster_metadata`).
     pub upstream_cluster_metadata: serde_json::Map<String, serde_json::Value>,
+    /// The upstream connection's mutual TLS (`server_proxy.mtls`: the hop
+    /// to the server proxy).
+    pub upstream_tls: Option<scenario::HopTlsSpec>,
 }
 
 /// Where one plugin lives on one thread.
@@ -125,6 +128,7 @@ impl Proxy {
             upstream_cluster: UPSTREAM_CLUSTER.into(),
             upstream_host_metadata: scenario.upstream_endpoint_metadata.clone(),
             upstream_cluster_metadata: scenario.upstream_cluster_metadata.clone(),
+            upstream_tls: scenario.server_proxy.as_ref().and_then(|sp| sp.mtls.clone()),
         });
         let state = Rc::new(RefCell::new(ProxyState::default()));
         let plugins: Vec<Rc<PluginInfo>> = scenario

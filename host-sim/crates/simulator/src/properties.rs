@@ -7,7 +7,7 @@
 
 use super::stream::{HttpStream, Phase};
 use crate::abi::{HostResult, Status};
-use crate::scenario::{CertificateSpec, ConnectionSpec, Direction, NodeSpec};
+use crate::scenario::{CertificateSpec, ConnectionSpec, Direction, HopTlsSpec, NodeSpec};
 use serde_json::Value as Json;
 
 /// Facts a property lookup can draw on outside any stream.
@@ -23,6 +23,9 @@ pub struct ProxyFacts<'a> {
     pub upstream_host_metadata: &'a serde_json::Map<String, Json>,
     /// The upstream cluster's `filter_metadata`.
     pub upstream_cluster_metadata: &'a serde_json::Map<String, Json>,
+    /// The upstream connection's mutual TLS: the hop to the server proxy
+    /// of a two-proxy chain (`server_proxy.mtls`).
+    pub upstream_tls: Option<&'a HopTlsSpec>,
 }
 
 /// A typed value before encoding.
@@ -193,7 +196,14 @@ fn resolve_top(
             let (s, _) = stream.ok_or(Status::NotFound)?;
             connection_property(s, field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
         }
-        "source" | "destination" | "upstream" => {
+        "upstream" => {
+            let (s, _) = stream.ok_or(Status::NotFound)?;
+            let field = field.ok_or(Status::NotFound)?;
+            upstream_tls_property(s, facts.upstream_tls, field)
+                .unwrap_or_else(|| address_property(s, first, field))
+                .map(|p| Resolved::Value(p, 1))
+        }
+        "source" | "destination" => {
             let (s, _) = stream.ok_or(Status::NotFound)?;
             address_property(s, first, field.ok_or(Status::NotFound)?).map(|p| Resolved::Value(p, 1))
         }
@@ -413,6 +423,36 @@ fn connection_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
     }
 }
 
+/// `upstream.*` facts of a TLS upstream connection (the mTLS hop of a
+/// two-proxy chain), once the upstream is connected: the proxy's own
+/// certificate is the hop's client certificate, the peer's its server
+/// certificate, with the subjects the Envoy engine gives certificates
+/// without one. None: not a TLS field (an address field, or unknown).
+fn upstream_tls_property(s: &HttpStream, tls: Option<&HopTlsSpec>, field: &str) -> Option<HostResult<Prop>> {
+    let with_subject = |c: &CertificateSpec, default: &str| {
+        let mut c = c.clone();
+        if c.subject.is_empty() {
+            c.subject = default.into();
+        }
+        c
+    };
+    let hop = tls.filter(|_| s.reached_upstream);
+    let local = hop.map(|h| with_subject(&h.client_certificate, "CN=client"));
+    let peer = hop.map(|h| with_subject(&h.server_certificate, "CN=envoy"));
+    let first = |v: Option<&Vec<String>>| v.and_then(|v| v.first().cloned()).map(Prop::Str).ok_or(Status::NotFound);
+    Some(match field {
+        "tls_version" => hop.map(|_| Prop::Str("TLSv1.3".into())).ok_or(Status::NotFound),
+        "subject_local_certificate" => local.map(|l| Prop::Str(l.subject)).ok_or(Status::NotFound),
+        "subject_peer_certificate" => peer.map(|p| Prop::Str(p.subject)).ok_or(Status::NotFound),
+        "uri_san_local_certificate" => first(local.as_ref().map(|l| &l.uri_sans)),
+        "uri_san_peer_certificate" => first(peer.as_ref().map(|p| &p.uri_sans)),
+        "dns_san_local_certificate" => first(local.as_ref().map(|l| &l.dns_sans)),
+        "dns_san_peer_certificate" => first(peer.as_ref().map(|p| &p.dns_sans)),
+        "sha256_peer_certificate_digest" => peer.map(|p| Prop::Str(peer_digest(&p))).ok_or(Status::NotFound),
+        _ => return None,
+    })
+}
+
 /// Simulated addresses: the client at 127.0.0.1:40000+stream, the proxy's
 /// listener at 127.0.0.1:10000, the upstream at 127.0.0.1:18080.
 fn address_property(s: &HttpStream, which: &str, field: &str) -> HostResult<Prop> {
@@ -447,6 +487,7 @@ mod tests {
             upstream_cluster: "upstream",
             upstream_host_metadata: &EMPTY,
             upstream_cluster_metadata: &EMPTY,
+            upstream_tls: None,
         }
     }
 
@@ -544,5 +585,31 @@ mod tests {
             get_property(&f, Some((&s, 0)), &["xds", "cluster_metadata", "filter_metadata", "x"]),
             Err(Status::NotFound)
         );
+    }
+
+    #[test]
+    fn upstream_tls_facts_of_an_mtls_hop_once_connected() {
+        let node = NodeSpec::default();
+        let hop: HopTlsSpec = serde_json::from_value(serde_json::json!({
+            "client_certificate": {"uri_sans": ["spiffe://td/ns/default/sa/client"]},
+            "server_certificate": {"uri_sans": ["spiffe://td/ns/default/sa/server"], "subject": "CN=server,O=mesh"}
+        }))
+        .unwrap();
+        let f = ProxyFacts { upstream_tls: Some(&hop), ..facts(&node) };
+        let mut s = stream();
+        let get = |s: &HttpStream, field: &str| get_property(&f, Some((s, 0)), &["upstream", field]);
+        assert_eq!(get(&s, "uri_san_peer_certificate"), Err(Status::NotFound), "not connected yet");
+        s.reached_upstream = true;
+        assert_eq!(get(&s, "uri_san_peer_certificate").unwrap(), b"spiffe://td/ns/default/sa/server");
+        assert_eq!(get(&s, "uri_san_local_certificate").unwrap(), b"spiffe://td/ns/default/sa/client");
+        assert_eq!(get(&s, "subject_peer_certificate").unwrap(), b"CN=server,O=mesh");
+        assert_eq!(get(&s, "subject_local_certificate").unwrap(), b"CN=client");
+        assert_eq!(get(&s, "tls_version").unwrap(), b"TLSv1.3");
+        assert_eq!(get(&s, "dns_san_peer_certificate"), Err(Status::NotFound));
+        assert_eq!(get(&s, "sha256_peer_certificate_digest").unwrap().len(), 64);
+        assert_eq!(get(&s, "address").unwrap(), b"127.0.0.1:18080", "address fields unchanged");
+        // A plaintext upstream has no TLS facts.
+        let plain = facts(&node);
+        assert_eq!(get_property(&plain, Some((&s, 0)), &["upstream", "tls_version"]), Err(Status::NotFound));
     }
 }

@@ -112,7 +112,7 @@ impl Proxy {
             events: Vec::new(),
             upstream_unreachable: spec.upstream_unreachable,
             worker: None,
-            connection: None,
+            connection: Some(hop.connection.clone()),
             advance_ms_before: 0,
         };
         let result;
@@ -200,6 +200,7 @@ impl<'s> Link<'s> {
         // The client proxy's tcp_proxy connected: the server proxy accepts.
         if server.is_none() && client.result.upstream_connected {
             if let Some(p) = self.idle.take() {
+                // `server_spec.connection` is the hop's (plaintext or mTLS).
                 *server = Some(TcpRun::open(p, server_spec, &ConnectionSpec::default()));
             }
         }

@@ -8,15 +8,14 @@ use crate::metrics::{Expression, MetricSink, MetricValue, StandardValue, Stats};
 use meshwasm_sdk::attributes::AttributeSource;
 use std::borrow::Cow;
 
-/// One TCP connection as the stats filter follows it: the connection's byte
-/// totals (as Istio's stats filter reads them from the connection), what has
-/// been reported, and the labels, which are fixed at the first report (as
-/// Istio's stats filter does).
+/// One TCP connection as the stats filter follows it: the bytes offered to
+/// the filter each way, what has been reported, and the labels, which are
+/// fixed at the first report (as Istio's stats filter does).
 #[derive(Debug, Default)]
 pub struct TcpConnection {
-    /// Bytes read from the client so far.
+    /// Bytes from the client offered to the filter so far.
     received: u64,
-    /// Bytes written to the client so far.
+    /// Bytes to the client offered to the filter so far.
     sent: u64,
     reported_received: u64,
     reported_sent: u64,
@@ -29,11 +28,14 @@ impl TcpConnection {
         self.labels.is_some()
     }
 
-    /// The connection's byte totals now; totals never go back, so a
-    /// smaller value (a host that lost count) is ignored.
-    pub fn set_totals(&mut self, received: u64, sent: u64) {
-        self.received = self.received.max(received);
-        self.sent = self.sent.max(sent);
+    /// Counts bytes from the client that reached the filter.
+    pub fn add_received(&mut self, bytes: u64) {
+        self.received = self.received.saturating_add(bytes);
+    }
+
+    /// Counts bytes to the client that reached the filter.
+    pub fn add_sent(&mut self, bytes: u64) {
+        self.sent = self.sent.saturating_add(bytes);
     }
 }
 
@@ -129,7 +131,8 @@ mod tests {
         );
         let mut sink = Sink::default();
         let mut conn = TcpConnection::default();
-        conn.set_totals(5, 8);
+        conn.add_received(5);
+        conn.add_sent(8);
         let mut gathered = 0;
         // A tick before the peer is known reports nothing.
         s.report_tcp(&mut conn, false, false, || unreachable!(), &attrs(""), &mut sink);
@@ -161,9 +164,9 @@ mod tests {
 
         // Later reports add only what is new; the close counts closed and
         // the custom metrics; the labels are not gathered again.
-        conn.set_totals(15, 8);
+        conn.add_received(10);
         s.report_tcp(&mut conn, false, true, || unreachable!(), &attrs(""), &mut sink);
-        conn.set_totals(3, 10);
+        conn.add_sent(2);
         s.report_tcp(&mut conn, true, true, || unreachable!(), &attrs(""), &mut sink);
         assert_eq!(gathered, 1);
         assert_eq!(sink.counter(&opened), Some(1), "opened once");

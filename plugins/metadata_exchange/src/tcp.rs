@@ -57,11 +57,14 @@ pub struct Connection {
     sent: bool,
     /// Bytes of an oversized frame still to drain.
     skip: usize,
+    /// `mtls_only` and the connection is not mTLS: nothing of ours goes
+    /// out on it (as for HTTP, where no response header is added).
+    untrusted_link: bool,
 }
 
 impl Connection {
     pub fn new(role: Role) -> Self {
-        Connection { role, read_done: false, peer_speaks: false, sent: false, skip: 0 }
+        Connection { role, read_done: false, peer_speaks: false, sent: false, skip: 0, untrusted_link: false }
     }
 
     pub fn role(&self) -> Role {
@@ -98,6 +101,7 @@ impl Connection {
         if self.read_done {
             return DataAction::default();
         }
+        self.untrusted_link = x.settings.trust == Trust::MtlsOnly && !mtls;
         match decode_tcp_frame(data, x.settings.max_peer_metadata_bytes) {
             TcpFrame::Incomplete { .. } if !eos => {
                 if data.len() >= 4 {
@@ -133,7 +137,7 @@ impl Connection {
             TcpFrame::Peer { consumed, id, metadata } => {
                 self.peer_speaks = true;
                 self.read_done = true;
-                if x.settings.trust == Trust::MtlsOnly && !mtls {
+                if self.untrusted_link {
                     sink.count(Counter::Untrusted);
                     self.not_found(sink);
                 } else {
@@ -158,8 +162,9 @@ impl Connection {
         let send = match self.role {
             Role::Client => !skip_propagation,
             // In kind: only to a client that spoke the exchange, and (with
-            // mtls_only) over mTLS, which `from_peer` already checked.
-            Role::Server => self.peer_speaks,
+            // mtls_only) only over mTLS: our metadata is not revealed on a
+            // link whose peer we would not believe.
+            Role::Server => self.peer_speaks && !self.untrusted_link,
         };
         if self.role == Role::Server && !self.read_done {
             // The client's frame is not in yet: nothing of ours before it.
@@ -281,5 +286,11 @@ mod tests {
         assert_eq!(c.from_peer(&mut x, &frame, false, false, &mut sink).drain, frame.len());
         assert_eq!(sink.counts, vec![Counter::Untrusted]);
         assert!(sink.props.iter().all(|(k, _)| k != "downstream_peer"));
+        assert_eq!(c.to_peer(&x, false, &mut sink), DataAction::default(), "no frame of ours over plaintext");
+        // Over mTLS the same frame is taken and answered.
+        let mut c = Connection::new(Role::Server);
+        assert_eq!(c.from_peer(&mut x, &frame, false, true, &mut sink).drain, frame.len());
+        assert!(sink.props.iter().any(|(k, _)| k == "downstream_peer"));
+        assert_eq!(c.to_peer(&x, false, &mut sink).prepend, x.local_frame());
     }
 }

@@ -41,7 +41,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-pub use vm::VmLimits;
+pub use vm::{disable_module_cache, VmLimits};
 use vm::{CallOutcome, Vm};
 use wasmtime::{Engine, Linker, Module};
 
@@ -119,7 +119,7 @@ impl Proxy {
     /// not return `Err`: they show in [`Proxy::statuses`] like Envoy's
     /// rejection; `Err` means a file could not be read or compiled.
     pub fn start(scenario: &Scenario, limits: VmLimits) -> anyhow::Result<Proxy> {
-        let engine = vm::shared_engine()?;
+        let engine = vm::engine_for(&limits)?;
         let facts = Rc::new(SimFacts {
             node: scenario.node.clone(),
             node_proto: node::encode_node(&scenario.node),

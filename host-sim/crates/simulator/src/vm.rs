@@ -4,8 +4,11 @@
 use super::host::VmHost;
 use crate::abi::AbiVersion;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val};
 
@@ -19,11 +22,16 @@ pub struct VmLimits {
     pub callback_timeout: std::time::Duration,
     /// Largest linear memory a VM may grow to.
     pub max_memory_bytes: usize,
+    /// Count what each callback costs: wasm instructions (wasmtime fuel)
+    /// and host calls, per export, in [`Vm::meter`]. Uses a separate engine
+    /// ([`metered_engine`]): fuel changes the compiled code and slows it, so
+    /// only `host-sim bench` turns it on.
+    pub metered: bool,
 }
 
 impl Default for VmLimits {
     fn default() -> Self {
-        Self { callback_timeout: std::time::Duration::from_secs(5), max_memory_bytes: 1 << 30 }
+        Self { callback_timeout: std::time::Duration::from_secs(5), max_memory_bytes: 1 << 30, metered: false }
     }
 }
 
@@ -31,13 +39,34 @@ impl Default for VmLimits {
 /// reused across runs; a background thread advances its epoch.
 pub fn shared_engine() -> wasmtime::Result<Engine> {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    if let Some(e) = ENGINE.get() {
+    engine_once(&ENGINE, false)
+}
+
+/// Like [`shared_engine`], with fuel consumption on: every VM of it counts
+/// the wasm operators it executes ([`VmLimits::metered`]).
+pub fn metered_engine() -> wasmtime::Result<Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    engine_once(&ENGINE, true)
+}
+
+/// The engine for VMs with these limits.
+pub fn engine_for(limits: &VmLimits) -> wasmtime::Result<Engine> {
+    if limits.metered {
+        metered_engine()
+    } else {
+        shared_engine()
+    }
+}
+
+fn engine_once(cell: &OnceLock<Engine>, fuel: bool) -> wasmtime::Result<Engine> {
+    if let Some(e) = cell.get() {
         return Ok(e.clone());
     }
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
+    config.consume_fuel(fuel);
     let engine = Engine::new(&config)?;
-    let engine = ENGINE.get_or_init(|| {
+    let engine = cell.get_or_init(|| {
         let ticking = engine.clone();
         std::thread::spawn(move || loop {
             std::thread::sleep(EPOCH_TICK);
@@ -48,20 +77,145 @@ pub fn shared_engine() -> wasmtime::Result<Engine> {
     Ok(engine.clone())
 }
 
-/// Compiles a module once per process and file version: compiling a large
-/// plugin takes seconds, and test suites start hundreds of proxies.
+/// `--no-module-cache`: set once by the CLI, before any module is loaded.
+static CACHE_DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the persistent module cache off for this process (the CLI's
+/// `--no-module-cache`; `MESHWASM_MODULE_CACHE=off` does the same).
+pub fn disable_module_cache() {
+    CACHE_DISABLED.store(true, Ordering::Relaxed);
+}
+
+/// Where compiled modules are kept between processes, or `None` when the
+/// cache is off: `$MESHWASM_MODULE_CACHE` (`off`, `0` or empty: no cache),
+/// else `$XDG_CACHE_HOME/meshwasm/modules`, else `~/.cache/meshwasm/modules`.
+pub fn module_cache_dir() -> Option<PathBuf> {
+    if CACHE_DISABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    cache_dir_from(
+        std::env::var_os("MESHWASM_MODULE_CACHE"),
+        std::env::var_os("XDG_CACHE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn cache_dir_from(
+    setting: Option<std::ffi::OsString>,
+    xdg: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    if let Some(s) = setting {
+        let off = s.is_empty() || s == "off" || s == "0" || s == "false" || s == "no";
+        return if off { None } else { Some(PathBuf::from(s)) };
+    }
+    if let Some(x) = xdg.filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("meshwasm").join("modules"));
+    }
+    home.filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("meshwasm").join("modules"))
+}
+
+/// Feeds `Hash` implementations into SHA-256, so the engine fingerprint is
+/// stable across processes (std's `DefaultHasher` promises no such thing).
+struct Sha256Hasher(ring::digest::Context);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        0 // never used: the digest is taken from the context
+    }
+}
+
+/// The key of a compiled module: SHA-256 over a format tag, this crate's
+/// version, the engine's compatibility fingerprint (wasmtime's
+/// `precompile_compatibility_hash`: target, Cranelift flags, tunables such
+/// as fuel and epochs, wasm features, and wasmtime's own version) and the
+/// module's bytes. Hex, usable as a file name.
+fn module_key(engine: &Engine, bytes: &[u8]) -> String {
+    let mut h = Sha256Hasher(ring::digest::Context::new(&ring::digest::SHA256));
+    h.write(b"meshwasm-module-cache-v1\0");
+    h.write(env!("CARGO_PKG_VERSION").as_bytes());
+    h.write(b"\0");
+    engine.precompile_compatibility_hash().hash(&mut h);
+    h.write(&(bytes.len() as u64).to_le_bytes());
+    h.write(bytes);
+    h.0.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiles `bytes`, or loads them compiled from `cache_dir` when an entry
+/// for this module and engine is there. A missing, corrupt, truncated or
+/// incompatible entry is recompiled and replaced; a cache that cannot be
+/// written is skipped. Only compiling the module itself can fail.
+pub(crate) fn compile_cached(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<Module> {
+    let Some(dir) = cache_dir else { return Module::new(engine, bytes) };
+    let key = module_key(engine, bytes);
+    let file = dir.join(format!("{key}.cwasm"));
+    if file.is_file() {
+        // SAFETY: `deserialize_file` trusts the file to be wasmtime's own
+        // serialization of a module, unchanged while the module lives.
+        // Entries are only ever written by `store_entry` below, from
+        // `Engine::precompile_module` output, under a name derived from the
+        // module's bytes and this engine's compatibility fingerprint; they
+        // are written to a temporary file and renamed into place, never
+        // modified in place, so a mapped entry never changes under us (a
+        // replacement is a new inode). wasmtime itself checks the header:
+        // an artifact of another wasmtime version or engine configuration,
+        // or a file that is not an artifact or is cut short, is an `Err`,
+        // which we treat as a miss. What it cannot detect is a valid-looking
+        // artifact tampered with by someone who can write the cache
+        // directory, which is the user's own (as with any build cache).
+        match unsafe { Module::deserialize_file(engine, &file) } {
+            Ok(m) => return Ok(m),
+            Err(_) => { /* stale or damaged: recompile and overwrite */ }
+        }
+    }
+    let compiled = engine.precompile_module(bytes)?;
+    // SAFETY: the bytes were produced just now by this engine.
+    let module = unsafe { Module::deserialize(engine, &compiled) }.or_else(|_| Module::new(engine, bytes))?;
+    store_entry(dir, &file, &compiled);
+    Ok(module)
+}
+
+/// Writes a cache entry atomically: a unique temporary file in the same
+/// directory, then a rename, so parallel processes never see a partial
+/// entry. Errors are ignored (the cache is an optimisation).
+fn store_entry(dir: &Path, file: &Path, compiled: &[u8]) {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let tmp = dir.join(format!(".tmp-{}-{}-{nanos}.cwasm", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let written = std::fs::File::create_new(&tmp).and_then(|mut f| {
+        f.write_all(compiled)?;
+        f.sync_data()
+    });
+    if written.is_err() || std::fs::rename(&tmp, file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Compiles a module once per process and file version, and through the
+/// persistent cache ([`module_cache_dir`]) once per machine: compiling a
+/// large plugin takes seconds, and test suites start hundreds of proxies.
 pub fn load_module(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
-    // Keyed by path, size and modification time: a rebuilt plugin is a new entry.
-    type Key = (PathBuf, u64, Option<SystemTime>);
+    // Keyed by path, size, modification time and engine: a rebuilt plugin
+    // is a new entry, and the metered engine has its own.
+    type Key = (PathBuf, u64, Option<SystemTime>, bool);
     static CACHE: OnceLock<Mutex<HashMap<Key, Module>>> = OnceLock::new();
     let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read plugin {}: {e}", path.display()))?;
-    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let metered = shared_engine().map(|e| !Engine::same(&e, engine)).unwrap_or(true);
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok(), metered);
     let cache = CACHE.get_or_init(Default::default);
     if let Some(m) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(m.clone());
+        if Engine::same(m.engine(), engine) {
+            return Ok(m.clone());
+        }
     }
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read plugin {}: {e}", path.display()))?;
-    let module = Module::new(engine, &bytes)
+    let module = compile_cached(engine, &bytes, module_cache_dir().as_deref())
         .map_err(|e| anyhow::anyhow!("Failed to load Wasm code {}: {e:#}", path.display()))?;
     cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, module.clone());
     Ok(module)
@@ -83,9 +237,52 @@ pub struct Vm {
     pub instance: Instance,
     /// Set once the VM trapped: Envoy never calls a failed VM again.
     pub failed: Option<String>,
+    /// What each export cost so far, when the VM is metered.
+    pub meter: Option<Meter>,
     limits: VmLimits,
     exports: HashMap<&'static str, Option<Func>>,
 }
+
+/// The cost of the calls into one export: deterministic counts, the same
+/// in every run of the same scenario.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookCost {
+    /// Calls of the export.
+    pub calls: u64,
+    /// Fuel consumed: wasmtime charges about one unit per wasm operator
+    /// executed (a few operators such as `nop` and `drop` are free), the
+    /// plugin's allocator called back by the host included.
+    pub instructions: u64,
+    /// Host functions the plugin called (proxy-wasm and WASI imports).
+    pub host_calls: u64,
+}
+
+impl HookCost {
+    pub fn add(&mut self, other: &HookCost) {
+        self.calls += other.calls;
+        self.instructions += other.instructions;
+        self.host_calls += other.host_calls;
+    }
+}
+
+/// A metered VM's counters ([`VmLimits::metered`]).
+pub struct Meter {
+    /// Incremented by the store's call hook on every wasm-to-host call.
+    host_calls: Arc<AtomicU64>,
+    /// Per export, in the order of first call.
+    pub hooks: Vec<(&'static str, HookCost)>,
+}
+
+impl Meter {
+    /// Forgets what was counted so far (after a warm-up).
+    pub fn reset(&mut self) {
+        self.hooks.clear();
+    }
+}
+
+/// Fuel a metered store starts with and is topped up to: far more than any
+/// callback may use in its time limit, so it never runs out.
+const FUEL: u64 = 1 << 62;
 
 /// Builds the linker with every host function for this ABI version.
 pub fn linker(engine: &Engine, abi: AbiVersion) -> wasmtime::Result<Linker<VmHost>> {
@@ -115,6 +312,20 @@ impl Vm {
         let mut store = Store::new(engine, host);
         store.limiter(|h| &mut h.limits);
         store.set_epoch_deadline(deadline_ticks(limits));
+        let meter = if limits.metered {
+            store.set_fuel(FUEL).map_err(|e| format!("cannot meter the VM: {e}"))?;
+            let host_calls = Arc::new(AtomicU64::new(0));
+            let counter = host_calls.clone();
+            store.call_hook(move |_, hook| {
+                if let wasmtime::CallHook::CallingHost = hook {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            });
+            Some(Meter { host_calls, hooks: Vec::new() })
+        } else {
+            None
+        };
         for import in module.imports() {
             if linker.get(&mut store, import.module(), import.name()).is_err() {
                 return Err(format!(
@@ -136,7 +347,7 @@ impl Vm {
         }
         store.data_mut().memory = memory;
         store.data_mut().alloc = alloc;
-        let mut vm = Vm { store, instance, failed: None, limits, exports: HashMap::new() };
+        let mut vm = Vm { store, instance, failed: None, meter, limits, exports: HashMap::new() };
         vm.store.data_mut().starting = true;
         let started = if vm.export("_initialize").is_some() {
             match vm.call("_initialize", &[]) {
@@ -186,7 +397,26 @@ impl Vm {
             .collect();
         let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
         self.store.set_epoch_deadline(deadline_ticks(self.limits));
-        match func.call(&mut self.store, &params, &mut results) {
+        let before = self.meter.as_ref().map(|m| self.counters(m));
+        let called = func.call(&mut self.store, &params, &mut results);
+        if let (Some(before), Some(m)) = (before, self.meter.as_ref()) {
+            let after = self.counters(m);
+            let cost = HookCost {
+                calls: 1,
+                instructions: before.0.saturating_sub(after.0),
+                host_calls: after.1.saturating_sub(before.1),
+            };
+            if after.0 < FUEL / 2 {
+                let _ = self.store.set_fuel(FUEL);
+            }
+            if let Some(m) = self.meter.as_mut() {
+                match m.hooks.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, c)) => c.add(&cost),
+                    None => m.hooks.push((name, cost)),
+                }
+            }
+        }
+        match called {
             Ok(()) => CallOutcome::Returned(results.first().and_then(|v| v.i32().map(i64::from).or_else(|| v.i64()))),
             Err(e) => {
                 let msg = describe_trap(name, &e);
@@ -194,6 +424,13 @@ impl Vm {
                 CallOutcome::Trapped(msg)
             }
         }
+    }
+}
+
+impl Vm {
+    /// (fuel left, host calls so far) of a metered VM.
+    fn counters(&self, meter: &Meter) -> (u64, u64) {
+        (self.store.get_fuel().unwrap_or(0), meter.host_calls.load(Ordering::Relaxed))
     }
 }
 
@@ -224,4 +461,125 @@ pub fn describe_trap(export: &str, e: &wasmtime::Error) -> String {
         }
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAT: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meshwasm-module-cache-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn engine(fuel: bool) -> Engine {
+        let mut config = wasmtime::Config::new();
+        config.consume_fuel(fuel);
+        Engine::new(&config).unwrap()
+    }
+
+    fn add(engine: &Engine, module: &Module) -> i32 {
+        let mut store = Store::new(engine, ());
+        let _ = store.set_fuel(1_000); // an error without fuel: nothing to set
+
+        let instance = Instance::new(&mut store, module, &[]).unwrap();
+        let f = instance.get_typed_func::<(i32, i32), i32>(&mut store, "add").unwrap();
+        f.call(&mut store, (2, 3)).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_second_compile_loads_the_cached_module() {
+        let dir = temp_dir("hit");
+        let engine = engine(false);
+        let bytes = wat::parse_str(WAT).unwrap();
+        let first = compile_cached(&engine, &bytes, Some(&dir)).unwrap();
+        assert_eq!(add(&engine, &first), 5);
+        let files = entries(&dir);
+        assert_eq!(files.len(), 1, "one entry, no temporary file left: {files:?}");
+        let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+        let second = compile_cached(&engine, &bytes, Some(&dir)).unwrap();
+        assert_eq!(add(&engine, &second), 5);
+        assert_eq!(entries(&dir), files);
+        assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), written, "a hit does not rewrite");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_truncated_or_incompatible_entries_are_replaced() {
+        let dir = temp_dir("corrupt");
+        let engine = engine(false);
+        let bytes = wat::parse_str(WAT).unwrap();
+        compile_cached(&engine, &bytes, Some(&dir)).unwrap();
+        let file = entries(&dir).remove(0);
+        let good = std::fs::read(&file).unwrap();
+        let fueled = engine_with_fuel_artifact(&bytes);
+        for bad in [b"not a module".to_vec(), good[..good.len() / 2].to_vec(), Vec::new(), fueled] {
+            std::fs::write(&file, &bad).unwrap();
+            let m = compile_cached(&engine, &bytes, Some(&dir)).unwrap();
+            assert_eq!(add(&engine, &m), 5);
+            assert_eq!(std::fs::read(&file).unwrap(), good, "the bad entry was overwritten");
+            assert_eq!(entries(&dir).len(), 1);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A valid artifact, but of an engine with other settings (fuel on).
+    fn engine_with_fuel_artifact(bytes: &[u8]) -> Vec<u8> {
+        engine(true).precompile_module(bytes).unwrap()
+    }
+
+    #[test]
+    fn engine_settings_and_module_bytes_are_part_of_the_key() {
+        let bytes = wat::parse_str(WAT).unwrap();
+        let (plain, fuel) = (engine(false), engine(true));
+        assert_eq!(module_key(&plain, &bytes), module_key(&engine(false), &bytes));
+        assert_ne!(module_key(&plain, &bytes), module_key(&fuel, &bytes));
+        let other = wat::parse_str(WAT.replace("i32.add", "i32.sub")).unwrap();
+        assert_ne!(module_key(&plain, &bytes), module_key(&plain, &other));
+        let dir = temp_dir("engines");
+        let a = compile_cached(&plain, &bytes, Some(&dir)).unwrap();
+        let b = compile_cached(&fuel, &bytes, Some(&dir)).unwrap();
+        assert_eq!((add(&plain, &a), add(&fuel, &b)), (5, 5));
+        assert_eq!(entries(&dir).len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_disabled_cache_writes_nothing() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        for off in ["off", "0", ""] {
+            assert_eq!(cache_dir_from(os(off), os("/xdg"), os("/home/u")), None);
+        }
+        assert_eq!(cache_dir_from(os("/c"), os("/xdg"), None), Some(PathBuf::from("/c")));
+        assert_eq!(cache_dir_from(None, os("/xdg"), os("/h")), Some(PathBuf::from("/xdg/meshwasm/modules")));
+        assert_eq!(cache_dir_from(None, None, os("/h")), Some(PathBuf::from("/h/.cache/meshwasm/modules")));
+        assert_eq!(cache_dir_from(None, None, None), None);
+        let dir = temp_dir("off");
+        std::fs::create_dir_all(&dir).unwrap();
+        let engine = engine(false);
+        let m = compile_cached(&engine, &wat::parse_str(WAT).unwrap(), None).unwrap();
+        assert_eq!(add(&engine, &m), 5);
+        assert!(entries(&dir).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unwritable_cache_is_skipped() {
+        let dir = temp_dir("unwritable");
+        std::fs::write(&dir, b"a file, not a directory").unwrap();
+        let engine = engine(false);
+        let m = compile_cached(&engine, &wat::parse_str(WAT).unwrap(), Some(&dir.join("modules"))).unwrap();
+        assert_eq!(add(&engine, &m), 5);
+        let _ = std::fs::remove_file(&dir);
+    }
 }

@@ -28,6 +28,10 @@ pub struct Args {
     /// With --format text: also print the full Prometheus text
     #[arg(long)]
     prometheus: bool,
+    /// Compile the plugins without the persistent module cache
+    /// ($MESHWASM_MODULE_CACHE=off does the same)
+    #[arg(long)]
+    no_module_cache: bool,
     /// Write the output to FILE instead of stdout
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -37,6 +41,9 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<u8, Failure> {
+    if a.no_module_cache {
+        host_sim_simulator::disable_module_cache();
+    }
     let scenario = super::load(&a.scenario)?;
     let result = a.engine.run(&scenario)?;
     let text = match a.format {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
-use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val};
+use wasmtime::{Caller, Engine, Func, Instance, Linker, Module, Store, Val};
 
 /// Epoch ticks come every `EPOCH_TICK`; a callback may run this many before
 /// it is interrupted, so a runaway plugin cannot hang a test.
@@ -45,8 +45,13 @@ pub fn shared_engine() -> wasmtime::Result<Engine> {
 /// Like [`shared_engine`], with fuel consumption on: every VM of it counts
 /// the wasm operators it executes ([`VmLimits::metered`]).
 pub fn metered_engine() -> wasmtime::Result<Engine> {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    engine_once(&ENGINE, true)
+    engine_once(&METERED_ENGINE, true)
+}
+
+static METERED_ENGINE: OnceLock<Engine> = OnceLock::new();
+
+fn is_metered(engine: &Engine) -> bool {
+    METERED_ENGINE.get().is_some_and(|m| Engine::same(m, engine))
 }
 
 /// The engine for VMs with these limits.
@@ -289,7 +294,45 @@ pub fn linker(engine: &Engine, abi: AbiVersion) -> wasmtime::Result<Linker<VmHos
     let mut linker = Linker::new(engine);
     super::host::add_to_linker(&mut linker, abi)?;
     super::wasi::add_to_linker(&mut linker)?;
+    if is_metered(engine) {
+        add_seeded_random(&mut linker)?;
+    }
     Ok(linker)
+}
+
+/// On metered VMs, WASI `random_get` returns a fixed pseudo-random sequence
+/// (one per linker, i.e. per plugin group of a proxy) instead of the OS's
+/// randomness: Rust's `HashMap` seeds its hasher from it, and a different
+/// seed per run changes the work a plugin does (probe lengths, resizes), so
+/// the counts would differ from run to run.
+fn add_seeded_random(linker: &mut Linker<VmHost>) -> wasmtime::Result<()> {
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    let state = Arc::new(AtomicU64::new(0x6d65_7368_7761_736d));
+    linker.allow_shadowing(true);
+    for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
+        let state = state.clone();
+        linker.func_wrap(module, "random_get", move |mut c: Caller<'_, VmHost>, buf: i32, len: i32| -> i32 {
+            let len = len as u32 as usize;
+            if len > 65536 {
+                return 28; // EINVAL, as the unmetered random_get
+            }
+            let mut bytes = Vec::with_capacity(len + 8);
+            while bytes.len() < len {
+                // splitmix64
+                let mut z = state.fetch_add(GOLDEN, Ordering::Relaxed).wrapping_add(GOLDEN);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+            }
+            bytes.truncate(len);
+            match super::host::write_bytes(&mut c, buf, &bytes) {
+                Ok(()) => 0,
+                Err(_) => 21, // EFAULT
+            }
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// The ABI version a module declares, or Envoy's error when it declares none.

@@ -134,6 +134,7 @@ impl HopTlsSpec {
             peer_certificate: Some(self.client_certificate.clone()),
             local_certificate: Some(self.server_certificate.clone()),
             requested_server_name: self.sni.clone(),
+            client_is_envoy: true,
         }
     }
 }
@@ -258,6 +259,12 @@ pub struct ConnectionSpec {
     /// `SNI` requested by the client.
     #[serde(default)]
     pub requested_server_name: Option<String>,
+    /// The client is an Envoy (the client proxy of a two-proxy chain), so
+    /// the TLS version is TLSv1.2, Envoy's default maximum as a TLS client
+    /// (observed in Envoy 1.40). Not a scenario field: set by
+    /// [`HopTlsSpec::server_connection`].
+    #[serde(skip)]
+    pub client_is_envoy: bool,
 }
 
 impl ConnectionSpec {

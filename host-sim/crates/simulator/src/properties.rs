@@ -407,9 +407,11 @@ fn connection_property(s: &HttpStream, field: &str) -> HostResult<Prop> {
         "tls_version" if tls => {
             // Envoy remembers the first answer: read before the handshake
             // it is BoringSSL's initial `TLSv1.2`, and stays that (observed
-            // in 1.40); after it, the negotiated TLSv1.3.
+            // in 1.40); after it, the negotiated version: TLSv1.3 with the
+            // test client, TLSv1.2 from a client Envoy (its default maximum).
             let mut seen = s.tls_version_seen.borrow_mut();
-            let v = seen.get_or_insert_with(|| if s.tls_pending { "TLSv1.2" } else { "TLSv1.3" }.to_string());
+            let negotiated = if c.client_is_envoy { "TLSv1.2" } else { "TLSv1.3" };
+            let v = seen.get_or_insert_with(|| if s.tls_pending { "TLSv1.2" } else { negotiated }.to_string());
             Ok(Prop::Str(v.clone()))
         }
         "subject_local_certificate" => local.map(|l| Prop::Str(l.subject)).ok_or(Status::NotFound),
@@ -441,7 +443,8 @@ fn upstream_tls_property(s: &HttpStream, tls: Option<&HopTlsSpec>, field: &str) 
     let peer = hop.map(|h| with_subject(&h.server_certificate, "CN=envoy"));
     let first = |v: Option<&Vec<String>>| v.and_then(|v| v.first().cloned()).map(Prop::Str).ok_or(Status::NotFound);
     Some(match field {
-        "tls_version" => hop.map(|_| Prop::Str("TLSv1.3".into())).ok_or(Status::NotFound),
+        // Envoy's default maximum as a TLS client (observed in 1.40).
+        "tls_version" => hop.map(|_| Prop::Str("TLSv1.2".into())).ok_or(Status::NotFound),
         "subject_local_certificate" => local.map(|l| Prop::Str(l.subject)).ok_or(Status::NotFound),
         "subject_peer_certificate" => peer.map(|p| Prop::Str(p.subject)).ok_or(Status::NotFound),
         "uri_san_local_certificate" => first(local.as_ref().map(|l| &l.uri_sans)),
@@ -604,7 +607,7 @@ mod tests {
         assert_eq!(get(&s, "uri_san_local_certificate").unwrap(), b"spiffe://td/ns/default/sa/client");
         assert_eq!(get(&s, "subject_peer_certificate").unwrap(), b"CN=server,O=mesh");
         assert_eq!(get(&s, "subject_local_certificate").unwrap(), b"CN=client");
-        assert_eq!(get(&s, "tls_version").unwrap(), b"TLSv1.3");
+        assert_eq!(get(&s, "tls_version").unwrap(), b"TLSv1.2");
         assert_eq!(get(&s, "dns_san_peer_certificate"), Err(Status::NotFound));
         assert_eq!(get(&s, "sha256_peer_certificate_digest").unwrap().len(), 64);
         assert_eq!(get(&s, "address").unwrap(), b"127.0.0.1:18080", "address fields unchanged");

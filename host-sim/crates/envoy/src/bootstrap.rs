@@ -149,6 +149,16 @@ fn http1_with_trailers() -> Value {
     })
 }
 
+/// The streams' one route: everything to the upstream cluster, under the
+/// scenario's route name (none when empty: `xds.route_name` is then "").
+fn route(s: &Scenario) -> Value {
+    let mut r = json!({"match": {"prefix": "/"}, "route": {"cluster": s.upstream_cluster}});
+    if !s.route_name.is_empty() {
+        r["name"] = json!(s.route_name);
+    }
+    r
+}
+
 /// A STATIC cluster of one endpoint on 127.0.0.1; HTTP/1.1 with trailers
 /// unless it is the TCP upstream.
 fn cluster(name: &str, port: u16) -> Value {
@@ -228,7 +238,7 @@ fn http_filter(s: &Scenario, layout: &Layout, prefix: &str) -> Value {
             "virtual_hosts": [{
                 "name": "all",
                 "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]
+                "routes": [route(s)]
             }]
         },
         "http_filters": filters,
@@ -312,7 +322,7 @@ pub fn stats_tags(s: &Scenario) -> Vec<StatsTag> {
 /// Builds the bootstrap.
 pub fn bootstrap(s: &Scenario, layout: &Layout) -> Value {
     let tags: Vec<Value> = stats_tags(s).iter().map(|t| json!({"tag_name": t.tag_name, "regex": t.regex})).collect();
-    let mut clusters = vec![cluster(UPSTREAM_CLUSTER, layout.upstream_port)];
+    let mut clusters = vec![cluster(&s.upstream_cluster, layout.upstream_port)];
     if layout.listeners.iter().any(|l| l.tcp) {
         clusters.push(cluster(TCP_UPSTREAM_CLUSTER, layout.tcp_upstream_port));
     }
@@ -374,6 +384,26 @@ mod tests {
             access_log: "/w/access.log".into(),
             upstream_tls: None,
         }
+    }
+
+    #[test]
+    fn the_route_and_the_upstream_cluster_carry_the_scenarios_names() {
+        let routes = |b: &Value| {
+            b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+                ["virtual_hosts"][0]["routes"][0]
+                .clone()
+        };
+        let b = bootstrap(&scenario(r#"{"plugins":[{"wasm":"a.wasm"}]}"#), &layout(1));
+        assert!(routes(&b).get("name").is_none(), "unnamed by default");
+        assert_eq!(routes(&b)["route"]["cluster"], UPSTREAM_CLUSTER);
+        let s = scenario(
+            r#"{"plugins":[{"wasm":"a.wasm"}],"route_name":"client_route","upstream_cluster":"server-outbound-cluster"}"#,
+        );
+        let b = bootstrap(&s, &layout(1));
+        assert_eq!(routes(&b)["name"], "client_route");
+        assert_eq!(routes(&b)["route"]["cluster"], "server-outbound-cluster");
+        assert_eq!(b["static_resources"]["clusters"][0]["name"], "server-outbound-cluster");
+        assert_eq!(b["static_resources"]["clusters"][0]["load_assignment"]["cluster_name"], "server-outbound-cluster");
     }
 
     #[test]

@@ -52,6 +52,15 @@ pub struct Scenario {
     /// `xds.upstream_host_metadata` in host-sim once the upstream is picked.
     #[serde(default)]
     pub upstream_endpoint_metadata: serde_json::Map<String, Value>,
+    /// The name of the cluster the streams' route targets (Envoy's
+    /// `xds.cluster_name`), e.g. Istio's
+    /// `outbound|9080||ratings.default.svc.cluster.local`.
+    #[serde(default = "default_upstream_cluster")]
+    pub upstream_cluster: String,
+    /// The name of the route the streams take (Envoy's `xds.route_name`);
+    /// unnamed by default.
+    #[serde(default)]
+    pub route_name: String,
     /// The upstream cluster's `Cluster.metadata.filter_metadata`, e.g.
     /// Istio's `{"istio": {"services": [{"host": "...", "name": "...",
     /// "namespace": "..."}]}}`: on the generated HTTP and TCP upstream
@@ -99,6 +108,16 @@ pub struct ServerProxySpec {
     /// sidecars. Absent: plaintext.
     #[serde(default)]
     pub mtls: Option<HopTlsSpec>,
+    /// Its HTTP upstream cluster's name (default `upstream`).
+    #[serde(default = "default_upstream_cluster")]
+    pub upstream_cluster: String,
+    /// Its route's name (default unnamed).
+    #[serde(default)]
+    pub route_name: String,
+}
+
+fn default_upstream_cluster() -> String {
+    crate::UPSTREAM_CLUSTER.into()
 }
 
 /// Mutual TLS between the two proxies: the client proxy's upstream cluster
@@ -556,6 +575,10 @@ impl Scenario {
         if self.workers == 0 {
             return err("invalid scenario at `workers`: must be at least 1".into());
         }
+        self.validate_upstream_cluster("upstream_cluster", &self.upstream_cluster)?;
+        if let Some(sp) = &self.server_proxy {
+            self.validate_upstream_cluster("server_proxy.upstream_cluster", &sp.upstream_cluster)?;
+        }
         for (i, s) in self.streams.iter().enumerate() {
             if s.request.body.is_some() && s.request.body_chunks.is_some() {
                 return err(format!(
@@ -666,6 +689,22 @@ impl Scenario {
         tags
     }
 
+    /// The upstream cluster's name must be a cluster Envoy can have beside
+    /// the engine's own: not empty, not the TCP upstream's, not a
+    /// `proxy_http_call` cluster.
+    fn validate_upstream_cluster(&self, at: &str, name: &str) -> Result<(), ScenarioError> {
+        let problem = if name.is_empty() {
+            "empty"
+        } else if name == crate::TCP_UPSTREAM_CLUSTER {
+            "the TCP upstream cluster's name"
+        } else if self.clusters.iter().any(|c| c == name) {
+            "also in `clusters`"
+        } else {
+            return Ok(());
+        };
+        Err(ScenarioError(format!("invalid scenario at `{at}`: {name:?} is {problem}")))
+    }
+
     /// What a two-proxy scenario may hold (what both engines model).
     fn validate_server_proxy(&self, sp: &ServerProxySpec) -> Result<(), ScenarioError> {
         let err = |m: String| Err(ScenarioError(m));
@@ -718,6 +757,8 @@ impl Scenario {
         s.direction = sp.direction;
         s.connection = sp.mtls.as_ref().map(HopTlsSpec::server_connection).unwrap_or_default();
         s.stats_tags = sp.stats_tags.clone();
+        s.upstream_cluster = sp.upstream_cluster.clone();
+        s.route_name = sp.route_name.clone();
         for st in &mut s.streams {
             st.connection = None;
             st.worker = None;
@@ -833,6 +874,7 @@ mod tests {
             (r#"{"mtls":{"alpn":["istio",""]}}"#, "server_proxy.mtls.alpn[1]"),
             (r#"{"mtls":{"sni":""}}"#, "server_proxy.mtls.sni"),
             (r#"{"mtls":{"client_cert":{}}}"#, "client_cert"),
+            (r#"{"upstream_cluster":""}"#, "server_proxy.upstream_cluster"),
         ] {
             let text = format!(r#"{{"plugins":[{{"wasm":"a"}}],"server_proxy":{bad}}}"#);
             let e = Scenario::from_json(&text).unwrap_err();
@@ -843,6 +885,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("streams[0].http_calls"), "{}", e.0);
+    }
+
+    #[test]
+    fn route_and_cluster_names_per_proxy() {
+        let one = Scenario::from_json(r#"{"plugins":[{"wasm":"a"}]}"#).unwrap();
+        assert_eq!((one.upstream_cluster.as_str(), one.route_name.as_str()), ("upstream", ""));
+        let two = Scenario::from_json(
+            r#"{"plugins":[{"wasm":"a"}],"upstream_cluster":"server-outbound-cluster","route_name":"client_route",
+                "server_proxy":{"route_name":"server_route"}}"#,
+        )
+        .unwrap();
+        assert_eq!(two.upstream_cluster, "server-outbound-cluster");
+        let server = two.server_scenario().unwrap();
+        assert_eq!((server.upstream_cluster.as_str(), server.route_name.as_str()), ("upstream", "server_route"));
+        for (bad, at) in [
+            (r#""upstream_cluster":"""#, "is empty"),
+            (r#""upstream_cluster":"tcp_upstream""#, "TCP upstream"),
+            (r#""upstream_cluster":"auth","clusters":["auth"]"#, "also in `clusters`"),
+        ] {
+            let e = Scenario::from_json(&format!(r#"{{"plugins":[{{"wasm":"a"}}],{bad}}}"#)).unwrap_err();
+            assert!(e.0.contains(at), "{bad}: {}", e.0);
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub fn run_command(wasm: &std::path::Path, args: Vec<String>) -> anyhow::Result<
         direction: Default::default(),
         clusters: Vec::new(),
         upstream_cluster: String::new(),
+        route_name: String::new(),
         upstream_host_metadata: Default::default(),
         upstream_cluster_metadata: Default::default(),
         upstream_tls: None,

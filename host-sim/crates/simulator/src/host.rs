@@ -205,6 +205,7 @@ fn proxy_facts<'a>(h: &'a VmHost, plugin: &'a PluginInfo) -> ProxyFacts<'a> {
         plugin_root_id: &plugin.root_id,
         plugin_vm_id: &h.vm_id,
         upstream_cluster: &h.facts.upstream_cluster,
+        route_name: &h.facts.route_name,
         upstream_host_metadata: &h.facts.upstream_host_metadata,
         upstream_cluster_metadata: &h.facts.upstream_cluster_metadata,
         upstream_tls: h.facts.upstream_tls.as_ref(),

@@ -67,6 +67,8 @@ pub(crate) struct SimFacts {
     pub direction: Direction,
     pub clusters: Vec<String>,
     pub upstream_cluster: String,
+    /// The streams' route name (`xds.route_name`; "" when unnamed).
+    pub route_name: String,
     /// The upstream endpoint's `filter_metadata` (scenario
     /// `upstream_endpoint_metadata`).
     pub upstream_host_metadata: serde_json::Map<String, serde_json::Value>,
@@ -125,7 +127,8 @@ impl Proxy {
             node_proto: node::encode_node(&scenario.node),
             direction: scenario.direction,
             clusters: scenario.clusters.clone(),
-            upstream_cluster: UPSTREAM_CLUSTER.into(),
+            upstream_cluster: scenario.upstream_cluster.clone(),
+            route_name: scenario.route_name.clone(),
             upstream_host_metadata: scenario.upstream_endpoint_metadata.clone(),
             upstream_cluster_metadata: scenario.upstream_cluster_metadata.clone(),
             upstream_tls: scenario.server_proxy.as_ref().and_then(|sp| sp.mtls.clone()),

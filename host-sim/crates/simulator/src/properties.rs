@@ -19,6 +19,8 @@ pub struct ProxyFacts<'a> {
     pub plugin_root_id: &'a str,
     pub plugin_vm_id: &'a str,
     pub upstream_cluster: &'a str,
+    /// The streams' route name ("" when unnamed).
+    pub route_name: &'a str,
     /// The upstream endpoint's `filter_metadata`.
     pub upstream_host_metadata: &'a serde_json::Map<String, Json>,
     /// The upstream cluster's `filter_metadata`.
@@ -150,11 +152,11 @@ fn resolve_top(
                 Some(_) => one(Prop::Str(facts.upstream_cluster.into())),
                 None => Err(Status::NotFound),
             },
-            // The route's name: the scenario's route has none, and Envoy
-            // 1.40 answers "" for an unnamed route (observed; conformance
+            // The route's name (scenario `route_name`); Envoy 1.40 answers
+            // "" for an unnamed route (observed; conformance
             // properties.json). HTTP streams only: tcp_proxy has no route.
             "route_name" => match stream {
-                Some((s, _)) if !s.network => one(Prop::Str(String::new())),
+                Some((s, _)) if !s.network => one(Prop::Str(facts.route_name.into())),
                 _ => Err(Status::NotFound),
             },
             // The upstream cluster's metadata (Envoy's CEL
@@ -488,6 +490,7 @@ mod tests {
             plugin_root_id: "root",
             plugin_vm_id: "",
             upstream_cluster: "upstream",
+            route_name: "",
             upstream_host_metadata: &EMPTY,
             upstream_cluster_metadata: &EMPTY,
             upstream_tls: None,

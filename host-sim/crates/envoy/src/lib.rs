@@ -260,6 +260,7 @@ pub fn run(scenario: &Scenario, opts: &EnvoyOptions) -> Result<RunResult> {
     let admin_timeout = Duration::from_secs(10);
     result.metrics = stats::metrics(admin, admin_timeout).context("reading plugin metrics from Envoy's admin")?;
     result.prometheus = stats::prometheus(admin, admin_timeout).context("reading /stats/prometheus")?;
+    result.warnings = stats::warnings(&result.metrics, scenario);
     envoy.stop(Duration::from_secs(5));
 
     // Logs outside every stream's stretch: start-up, configure, ticks.

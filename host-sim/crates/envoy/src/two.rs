@@ -232,10 +232,11 @@ fn wait_entry(path: &Path, client: &str, envoy: &mut EnvoyProcess) -> Option<cra
     }
 }
 
-fn finish_side(side: &mut Side) -> Result<()> {
+fn finish_side(side: &mut Side, s: &Scenario) -> Result<()> {
     let admin_timeout = Duration::from_secs(10);
     side.result.metrics = stats::metrics(side.admin, admin_timeout).context("reading plugin metrics")?;
     side.result.prometheus = stats::prometheus(side.admin, admin_timeout).context("reading /stats/prometheus")?;
+    side.result.warnings = stats::warnings(&side.result.metrics, s);
     side.envoy.stop(Duration::from_secs(5));
     let text = side.envoy.log_from(0);
     let (lines, _) = logs::parse(&format!("{text}\n"), 0);
@@ -422,8 +423,8 @@ pub fn run_two(
     }
     // Histograms reach the admin output with a stats flush.
     std::thread::sleep(Duration::from_millis(bootstrap::STATS_FLUSH_MS * 3));
-    finish_side(&mut cli)?;
-    finish_side(&mut srv)?;
+    finish_side(&mut cli, scenario)?;
+    finish_side(&mut srv, server)?;
     drop(relay);
     drop(tcp_relay);
     drop(servers);

@@ -141,6 +141,7 @@ pub fn diff(a: &RunResult, b: &RunResult, ignore: &Ignore) -> Vec<String> {
     cmp(&mut out, "logs", &root_logs(a), &root_logs(b));
     cmp(&mut out, "metrics", &metric_map(a), &metric_map(b));
     cmp(&mut out, "prometheus", &prometheus_lines(a), &prometheus_lines(b));
+    cmp(&mut out, "warnings", &a.warnings, &b.warnings);
     // A two-proxy chain: the server proxy is compared the same way, its
     // differences prefixed with `server_proxy.`.
     match (&a.server_proxy, &b.server_proxy) {

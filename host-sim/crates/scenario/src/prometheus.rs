@@ -90,13 +90,19 @@ fn extract_raw(stat_name: &str, rules: &[(String, Regex)]) -> (String, Vec<(Stri
 /// value. One warning per label name, naming a metric that carries it and
 /// the fix (`extra_stat_tags`).
 pub fn unextracted_label_warnings(stats: &[Stat], tags: &[StatsTag]) -> Vec<String> {
+    unextracted_label_warnings_in(stats.iter().map(|s| s.name.as_str()), tags)
+}
+
+/// [`unextracted_label_warnings`] over metric names alone (the Envoy
+/// engine reads full stat names from the admin interface).
+pub fn unextracted_label_warnings_in<'a>(names: impl Iterator<Item = &'a str>, tags: &[StatsTag]) -> Vec<String> {
     let rules = compile(tags);
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for s in stats {
-        let (rest, _) = extract_raw(&s.name, &rules);
+    for name in names {
+        let (rest, _) = extract_raw(name, &rules);
         for field in rest.split(";.;") {
             if let Some((label, _)) = field.split_once("=.=") {
-                seen.entry(label.to_string()).or_insert_with(|| s.name.clone());
+                seen.entry(label.to_string()).or_insert_with(|| name.to_string());
             }
         }
     }

@@ -3,20 +3,9 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn host_sim(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_host-sim"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run host-sim");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::host_sim_env as host_sim;
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("host-sim-bench-counts-{}-{name}", std::process::id()))

@@ -2,23 +2,12 @@
 //! passed, 1 when an expectation failed, 2 with a clear message on bad input
 //! (bad arguments included), 3 when the environment fails (no Envoy).
 
-use std::process::Command;
+mod common;
+
+use common::host_sim_env;
 
 fn host_sim(args: &[&str]) -> (i32, String, String) {
     host_sim_env(args, &[])
-}
-
-fn host_sim_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_host-sim"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run host-sim");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn scenario_file(name: &str, body: serde_json::Value) -> std::path::PathBuf {

@@ -44,7 +44,10 @@ pub fn metrics(admin: SocketAddr, timeout: Duration) -> Result<Vec<MetricValue>>
 /// host-sim's warnings for labels no tag rule extracts, from the metrics
 /// Envoy reports (full names, tags still inside) and the scenario's tags.
 pub fn warnings(metrics: &[MetricValue], s: &crate::scenario::Scenario) -> Vec<String> {
-    host_sim_scenario::prometheus::unextracted_label_warnings_in(metrics.iter().map(|m| m.name.as_str()), &s.effective_stats_tags())
+    host_sim_scenario::prometheus::unextracted_label_warnings_in(
+        metrics.iter().map(|m| m.name.as_str()),
+        &s.effective_stats_tags(),
+    )
 }
 
 fn strip(name: &str) -> String {

@@ -237,6 +237,37 @@ pub enum CallOutcome {
     Trapped(String),
 }
 
+/// The most parameters (or results) an export may have to be called: the
+/// proxy-wasm callbacks have at most 5 (`proxy_on_http_call_response`).
+const MAX_EXPORT_VALUES: usize = 8;
+
+/// An export and what calling it needs: how many parameters and results,
+/// and which parameters are i64 (the rest are i32).
+#[derive(Clone, Copy)]
+struct Export {
+    func: Func,
+    params: usize,
+    results: usize,
+    i64_params: u8,
+}
+
+impl Export {
+    /// None for a signature the host cannot call (too many values).
+    fn of(func: Func, store: &Store<VmHost>) -> Option<Export> {
+        let ty = func.ty(store);
+        let (params, results) = (ty.params().len(), ty.results().len());
+        if params > MAX_EXPORT_VALUES || results > MAX_EXPORT_VALUES {
+            return None;
+        }
+        let i64_params = ty
+            .params()
+            .enumerate()
+            .filter(|(_, t)| matches!(t, wasmtime::ValType::I64))
+            .fold(0u8, |m, (i, _)| m | 1 << i);
+        Some(Export { func, params, results, i64_params })
+    }
+}
+
 pub struct Vm {
     pub store: Store<VmHost>,
     pub instance: Instance,
@@ -245,7 +276,10 @@ pub struct Vm {
     /// What each export cost so far, when the VM is metered.
     pub meter: Option<Meter>,
     limits: VmLimits,
-    exports: HashMap<&'static str, Option<Func>>,
+    /// Exports looked up so far, with their signatures: reading a
+    /// function's type on every call cost about a third of a `noop`
+    /// request.
+    exports: HashMap<&'static str, Option<Export>>,
 }
 
 /// The cost of the calls into one export: deterministic counts, the same
@@ -416,32 +450,31 @@ impl Vm {
         Ok(vm)
     }
 
-    fn export(&mut self, name: &'static str) -> Option<Func> {
+    fn export(&mut self, name: &'static str) -> Option<Export> {
         if let Some(f) = self.exports.get(name) {
             return *f;
         }
-        let f = self.instance.get_func(&mut self.store, name);
-        self.exports.insert(name, f);
-        f
+        let e = self.instance.get_func(&mut self.store, name).and_then(|func| Export::of(func, &self.store));
+        self.exports.insert(name, e);
+        e
     }
 
     /// Calls an export with i32 arguments (the proxy-wasm callbacks take no
     /// other kind). A trap marks the VM failed.
     pub fn call(&mut self, name: &'static str, args: &[i32]) -> CallOutcome {
-        let Some(func) = self.export(name) else { return CallOutcome::Missing };
-        let ty = func.ty(&self.store);
-        let params: Vec<Val> = ty
-            .params()
-            .zip(args.iter().copied().chain(std::iter::repeat(0)))
-            .map(|(t, a)| match t {
-                wasmtime::ValType::I64 => Val::I64(a as i64),
-                _ => Val::I32(a),
-            })
-            .collect();
-        let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
+        let Some(export) = self.export(name) else { return CallOutcome::Missing };
+        let func = export.func;
+        let mut params = [Val::I32(0); MAX_EXPORT_VALUES];
+        for (i, p) in params.iter_mut().enumerate().take(export.params) {
+            let a = args.get(i).copied().unwrap_or(0);
+            *p = if export.i64_params & (1 << i) != 0 { Val::I64(a as i64) } else { Val::I32(a) };
+        }
+        let params = &params[..export.params];
+        let mut results = [Val::I32(0); MAX_EXPORT_VALUES];
+        let results = &mut results[..export.results];
         self.store.set_epoch_deadline(deadline_ticks(self.limits));
         let before = self.meter.as_ref().map(|m| self.counters(m));
-        let called = func.call(&mut self.store, &params, &mut results);
+        let called = func.call(&mut self.store, params, results);
         if let (Some(before), Some(m)) = (before, self.meter.as_ref()) {
             let after = self.counters(m);
             let cost = HookCost {

@@ -92,12 +92,24 @@ pub fn scan(source: &str) -> Result<(), String> {
     let n = b.len();
     let mut frames: Vec<Frame> = vec![Frame::default()];
     let mut prev = Prev::Operator;
+    // The unary operator of the run being read (0: none). CEL's grammar
+    // has runs of `!` or of `-`, never both (`!-a` is a syntax error in
+    // cel-go and cel-cpp); the Pratt parser we use would accept a mix, so
+    // the mix is refused here (test: `parsers_agree`).
+    let mut unary_run = 0u8;
     let mut i = 0;
     let at = |i: usize| b.get(i).copied().unwrap_or(0);
     while i < n {
         let c = b[i];
+        let unary = (c == b'!' && at(i + 1) != b'=') || (c == b'-' && prev == Prev::Operator);
+        let blank = matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0c) || (c == b'/' && at(i + 1) == b'/');
+        if !unary && !blank {
+            unary_run = 0;
+        }
         match c {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0c => i += 1,
+            // Not whitespace in CEL's grammar, though the Pratt parser skips it.
+            0x0b => return Err(format!("Syntax error: a vertical tab (U+000B) at byte {i} is not CEL whitespace")),
             b'/' if at(i + 1) == b'/' => {
                 while i < n && b[i] != b'\n' {
                     i += 1;
@@ -184,9 +196,13 @@ pub fn scan(source: &str) -> Result<(), String> {
                 f.ternaries += 1;
                 prev = Prev::Operator;
             }
-            b'!' | b'-' if (c == b'!' && at(i + 1) != b'=') || (c == b'-' && prev == Prev::Operator) => {
+            b'!' | b'-' if unary => {
                 // Unary `!`/`-` runs are one parse-tree node (and collapse in
                 // pairs): no link.
+                if unary_run != 0 && unary_run != c {
+                    return Err(format!("Syntax error: `!` and `-` mixed in one run of unary operators at byte {i}"));
+                }
+                unary_run = c;
                 i += 1;
             }
             _ => {

@@ -136,7 +136,11 @@ impl Expression {
         // Before parsing: the parser recurses, so what it would recurse on is
         // bounded first, by a scan that does not (docs/cel.md, "Limits").
         limits::scan(source)?;
-        let program = env().compile(source).map_err(|errors| {
+        // The crate's Pratt parser, not `env().compile` (its ANTLR parser):
+        // the same ASTs (tests: `parsers_agree`) for a fraction of the code
+        // and instructions. Configured as `Env::stdlib().parser()` is: the
+        // standard macros (our extensions add none) and optional syntax.
+        let parsed = cel::parser::PrattParser::new().enable_optional_syntax(true).parse(source).map_err(|errors| {
             errors
                 .errors
                 .iter()
@@ -146,8 +150,8 @@ impl Expression {
         })?;
         // Evaluation recurses on the AST: bounded before anything else walks
         // it (the walks below recurse too).
-        limits::check_ast(program.expression())?;
-        let mut expr = program.expression().clone();
+        limits::check_ast(&parsed)?;
+        let mut expr = parsed;
         limits::instrument(&mut expr);
         regex::precompile(&expr)?;
         let (mut found, mut int_indexes) = (Vec::new(), Vec::new());

@@ -768,3 +768,158 @@ fn instrumented_depth_stays_within_the_limit() {
         assert!(k > 10, "shape {i}: only {k} fit");
     }
 }
+
+/// We parse with the crate's Pratt parser; its ANTLR parser is the one
+/// cel-go's grammar is generated into, so it is the reference: both must
+/// accept and refuse the same sources and build the same AST (node ids
+/// aside, which only number the nodes). Set `MESHWASM_CEL_CORPUS` to a
+/// directory of sources (e.g. the fuzz corpus) to compare those too.
+#[test]
+fn parsers_agree() {
+    fn ast(src: &str, pratt: bool) -> Result<String, ()> {
+        let parsed = if pratt {
+            cel::parser::PrattParser::new().enable_optional_syntax(true).parse(src)
+        } else {
+            env().parser().parse(src)
+        };
+        let ids = regex_lite::Regex::new(r"\bid: \d+").unwrap();
+        parsed.map(|e| ids.replace_all(&format!("{e:?}"), "id: _").into_owned()).map_err(|_| ())
+    }
+    let mut sources: Vec<String> = [
+        "request.method.startsWith('GET') ? 1 : 0",
+        "request.url_path == '/api/catalog' && request.method == 'GET'",
+        "has(request.headers['x-user']) || !(a in [1, 2u, 3.5, -4, 0x1F, 1e3, .5])",
+        "request.headers['x-b3-sampled'] == '1' ? 'yes' : 'no'",
+        "upstream_peer.labels['app'].value",
+        "filter_state['wasm.upstream_peer'].workload",
+        "node.metadata['istio.io/metadata'].x[0]",
+        "xs.all(x, x > 0) && xs.exists(x, x == 1) && xs.exists_one(x, x == 2)",
+        "xs.map(x, x * 2).filter(y, y % 3 != 0).size() <= 10",
+        "m.map(k, v, k + v)",
+        "{'a': 1, 'b': [true, false, null]}['a'] == 1",
+        "google.protobuf.Duration{seconds: 1}",
+        ".root.x",
+        "a.?b.c[?'d']",
+        "[?a, b]",
+        "r'raw\\n' + '''triple\n''' + \"\\u00e9\\x41\\101\" + b'\\xff'.string()",
+        "'%s=%d'.format(['a', 1])",
+        "-(-1) - -2 * 3 / 4 % 5",
+        "!!true == !false",
+        "a ? b ? c : d : e",
+        "timestamp('2020-01-01T00:00:00Z') + duration('1h30m')",
+        "size('abc') == 3u && int('5') == 5",
+        "`escaped.ident`",
+        "1 + ",
+        "a.b(",
+        "'unterminated",
+        "[1, 2,]",
+        "{'a': 1,}",
+        "1..2",
+        "a.1",
+        "in",
+        "x.all(1, y)",
+        "has(a)",
+        "18446744073709551615u + 18446744073709551616u",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "!-a",
+        "-!a",
+        "a - !b",
+        "a != -b",
+        "!!a && --b > 0",
+        "! // c\n -a",
+        "a\u{b}== b",
+        "'\u{b}' == b",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Short random token sequences: mostly well-formed-ish, all shallow.
+    const TOKENS: &[&str] = &[
+        "a",
+        ".b",
+        "['k']",
+        "[0]",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        " + 1",
+        " - ",
+        " * 2",
+        " == x",
+        " != ",
+        " < ",
+        " >= ",
+        " in m",
+        " ? ",
+        " : ",
+        " || ",
+        " && ",
+        ", ",
+        "'s'",
+        "'''t'''",
+        "r'\\'",
+        "b'\\x41'",
+        "!",
+        "-",
+        "size(",
+        ".f(",
+        "x.all(y, ",
+        "x.map(y, ",
+        "has(",
+        "1.5",
+        "2u",
+        "//c\n",
+        "\"q\\\"\"",
+        "`e.f`",
+        ".?g",
+        "[?0]",
+        "null",
+        "true",
+        "T{f: 1}",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for _ in 0..40_000 {
+        let tokens = 1 + next(12);
+        sources.push((0..tokens).map(|_| TOKENS[next(TOKENS.len())]).collect());
+    }
+    if let Ok(dir) = std::env::var("MESHWASM_CEL_CORPUS") {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            if let Ok(s) = String::from_utf8(std::fs::read(entry.unwrap().path()).unwrap()) {
+                sources.push(s);
+            }
+        }
+    }
+    let (mut accepted, mut compared, mut differ) = (0, 0, Vec::new());
+    for src in &sources {
+        // What the depth limits refuse never reaches a parser; the scan's
+        // syntax checks stand in for the ANTLR grammar where the Pratt
+        // parser is more lenient, so they are compared too.
+        let scanned = crate::cel::limits::scan(src);
+        if src.len() > MAX_SOURCE_LEN || matches!(&scanned, Err(e) if e.contains("too deep")) {
+            continue;
+        }
+        compared += 1;
+        let (antlr, pratt) = (ast(src, false), scanned.map_err(|_| ()).and_then(|()| ast(src, true)));
+        match (&antlr, &pratt) {
+            (Ok(a), Ok(p)) if a == p => accepted += 1,
+            (Err(()), Err(())) => {}
+            (Ok(_), Ok(_)) => differ.push(format!("different ASTs: {src:?}")),
+            _ => differ.push(format!("accepted by {} only: {src:?}", if antlr.is_ok() { "antlr" } else { "pratt" })),
+        }
+    }
+    differ.sort();
+    differ.dedup();
+    assert!(differ.is_empty(), "{} disagreements:\n{}", differ.len(), differ.join("\n"));
+    println!("parsers agree on {compared} sources, {accepted} of them accepted");
+    assert!(accepted > 1_500, "the random sources reach the parsers ({accepted} accepted)");
+}

@@ -223,3 +223,54 @@ fn peer_attributes_in_cel_dimensions() {
     assert_eq!(label(&labels, "src_up"), "unknown");
     assert_eq!(label(&labels, "source_workload"), "ratings-v1");
 }
+
+/// Each distinct peer encoding is decoded once per VM and remembered
+/// (`PeerMemo`): requests from two peers taking turns, one with a malformed
+/// header and one without, each get their own peer's labels and CEL
+/// attributes, never a remembered neighbour's.
+#[test]
+fn remembered_peers_never_mix() {
+    let reviews = common::peer_header(json!({
+        "NAME": "reviews-v2-xyz", "NAMESPACE": "bookinfo", "WORKLOAD_NAME": "reviews-v2", "ISTIO_VERSION": "1.17.0",
+        "LABELS": {"app": "reviews", "version": "v2"}
+    }));
+    let mut scenario = client_sidecar(json!({"metrics": [{"name": "requests_total", "dimensions": {
+        "peer_version": "upstream_peer.istio_version"
+    }}]}));
+    scenario["extra_stat_tags"] = json!(["peer_version"]);
+    let stream = |peer: Option<&str>| {
+        let headers = peer.map_or(json!([]), |p| json!([["x-envoy-peer-metadata", p]]));
+        json!({"request": {"headers": [[":method", "GET"], [":path", "/"], [":authority", "ratings:9080"]]},
+               "upstream": {"status": 200, "headers": headers}})
+    };
+    let (ratings, reviews) = (ratings_peer(), reviews.as_str());
+    scenario["streams"] = json!([
+        stream(Some(&ratings)),
+        stream(Some(reviews)),
+        stream(Some("!not base64!")),
+        stream(Some(&ratings)),
+        stream(None),
+        stream(Some(reviews)),
+    ]);
+    let r = run(scenario);
+    let mut series: Vec<(String, String, String)> = r
+        .prometheus
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .map(|line| {
+            let value = |name: &str| {
+                let at = line.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{line}")) + name.len() + 2;
+                line[at..at + line[at..].find('"').unwrap()].to_string()
+            };
+            (value("destination_workload"), value("peer_version"), line.rsplit(' ').next().unwrap().to_string())
+        })
+        .collect();
+    series.sort();
+    let want = |w: &str, v: &str, n: &str| (w.to_string(), v.to_string(), n.to_string());
+    assert_eq!(
+        series,
+        vec![want("ratings-v1", "1.16.0", "2"), want("reviews-v2", "1.17.0", "2"), want("unknown", "unknown", "2")],
+        "{}",
+        r.prometheus
+    );
+}

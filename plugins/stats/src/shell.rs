@@ -14,8 +14,7 @@ use meshwasm_sdk::attributes::{AttrValue, AttributeSource, HostAttributes};
 use meshwasm_sdk::cel;
 use meshwasm_sdk::host::{self, MapType, MetricType};
 use meshwasm_sdk::istio::{
-    decode_peer_metadata_struct, decode_struct, is_grpc_content_type, peer_attributes, WorkloadInfo,
-    PEER_METADATA_HEADER,
+    is_grpc_content_type, DecodedPeer, PeerEncoding, PeerMemo, WorkloadInfo, PEER_METADATA_HEADER,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -62,6 +61,9 @@ struct State {
     /// never change, and `xds.node` is large (Envoy lists every extension
     /// in it), so it is fetched and decoded once per VM, not per request.
     node_attributes: RefCell<HashMap<Vec<String>, Option<AttrValue>>>,
+    /// Peers decoded so far, by their encoded bytes: the same peer sends
+    /// the same bytes with every request (`PeerMemo`).
+    peers: RefCell<PeerMemo>,
     /// Open TCP connections by context id (network filter only); ordered so
     /// that reports (and which label sets reach the cardinality cap first)
     /// follow the connections' creation order.
@@ -89,12 +91,12 @@ impl State {
     /// context (the connection's).
     fn report_tcp(&mut self, context_id: u32, end: bool) {
         self.settle_reporter();
-        let State { stats, connections, node_attributes, .. } = self;
+        let State { stats, connections, node_attributes, peers, .. } = self;
         let (Some(stats), Some(conn)) = (stats.as_mut(), connections.get_mut(&context_id)) else { return };
         let reporter = stats.reporter();
         let peer_known = conn.reported() || tcp_peer_known(reporter);
-        let attrs = RequestAttributes::new(node_attributes);
-        stats.report_tcp(conn, end, peer_known, || gather_tcp(reporter), &attrs, &mut HostSink);
+        let attrs = RequestAttributes::new(node_attributes, peers);
+        stats.report_tcp(conn, end, peer_known, || gather_tcp(peers, reporter), &attrs, &mut HostSink);
     }
 }
 
@@ -122,13 +124,14 @@ fn tcp_peer_known(reporter: Reporter) -> bool {
 struct RequestAttributes<'a> {
     host: HostAttributes,
     node: &'a RefCell<HashMap<Vec<String>, Option<AttrValue>>>,
-    /// `downstream_peer`, `upstream_peer`: decoded on first use.
-    peers: RefCell<[Option<Option<AttrValue>>; 2]>,
+    memo: &'a RefCell<PeerMemo>,
+    /// `downstream_peer`, `upstream_peer`: looked up on first use.
+    peers: RefCell<[Option<Option<Rc<DecodedPeer>>>; 2]>,
 }
 
 impl<'a> RequestAttributes<'a> {
-    fn new(node: &'a RefCell<HashMap<Vec<String>, Option<AttrValue>>>) -> Self {
-        RequestAttributes { host: HostAttributes::new(), node, peers: RefCell::default() }
+    fn new(node: &'a RefCell<HashMap<Vec<String>, Option<AttrValue>>>, memo: &'a RefCell<PeerMemo>) -> Self {
+        RequestAttributes { host: HostAttributes::new(), node, memo, peers: RefCell::default() }
     }
 
     /// `downstream_peer.*` / `upstream_peer.*`: the exchanged peer's
@@ -137,14 +140,11 @@ impl<'a> RequestAttributes<'a> {
     /// the client side's endpoint-metadata fallback fills labels, not CEL.
     fn peer(&self, which: usize, rest: &[&str]) -> Option<AttrValue> {
         let mut peers = self.peers.borrow_mut();
-        let peer = peers[which].get_or_insert_with(|| {
-            let metadata = match which {
-                0 => peer_metadata(MapType::RequestHeaders, "downstream_peer"),
-                _ => peer_metadata(MapType::ResponseHeaders, "upstream_peer"),
-            };
-            metadata.map(|m| peer_attributes(&m))
+        let peer = peers[which].get_or_insert_with(|| match which {
+            0 => peer(self.memo, MapType::RequestHeaders, "downstream_peer"),
+            _ => peer(self.memo, MapType::ResponseHeaders, "upstream_peer"),
         });
-        let mut v = peer.as_ref()?;
+        let mut v = peer.as_ref()?.attributes();
         for key in rest {
             v = v.get(key)?;
         }
@@ -253,6 +253,7 @@ impl RootContext for StatsRoot {
                     stats: Some(stats),
                     reporter_settled: fixed.is_some() || direction.is_some(),
                     node_attributes: RefCell::default(),
+                    peers: RefCell::default(),
                     connections: BTreeMap::new(),
                     tcp_reporting_ms: config.tcp_reporting_duration.unwrap_or(DEFAULT_TCP_REPORTING_MS),
                     ticking: false,
@@ -307,27 +308,28 @@ struct StatsStream {
 
 impl Context for StatsStream {}
 
-/// A peer's metadata: the metadata-exchange header, else the filter state a
+/// A peer: the metadata-exchange header's, else the filter state a
 /// metadata-exchange filter left (`downstream_peer` / `upstream_peer`) as a
-/// serialized `google.protobuf.Struct`.
-fn peer(map: MapType, filter_state_name: &str) -> Option<WorkloadInfo> {
-    peer_metadata(map, filter_state_name).map(|s| WorkloadInfo::from_struct(&s))
+/// serialized `google.protobuf.Struct`; each distinct encoding decoded once.
+fn peer(memo: &RefCell<PeerMemo>, map: MapType, filter_state_name: &str) -> Option<Rc<DecodedPeer>> {
+    if let Some(p) = header(map, PEER_METADATA_HEADER).and_then(|v| memo.borrow_mut().decode(PeerEncoding::Header, &v))
+    {
+        return Some(p);
+    }
+    memo.borrow_mut().decode(PeerEncoding::Struct, &property(&[filter_state_name])?)
 }
 
-/// The peer's metadata Struct: the header's, else the filter state's.
-fn peer_metadata(map: MapType, filter_state_name: &str) -> Option<AttrValue> {
-    if let Some(m) = header(map, PEER_METADATA_HEADER).and_then(|v| decode_peer_metadata_struct(&v)) {
-        return Some(m);
-    }
-    decode_struct(&property(&[filter_state_name])?)
+/// A peer's workload facts, for the labels.
+fn peer_workload(memo: &RefCell<PeerMemo>, map: MapType, filter_state_name: &str) -> Option<WorkloadInfo> {
+    peer(memo, map, filter_state_name).map(|p| p.workload.clone())
 }
 
 /// The client side's peer: the exchanged one, else (as Istio's stats filter
 /// does for a client sidecar without one) the picked upstream endpoint's
 /// `filter_metadata.istio.workload`, Istio's
 /// `workload;namespace;canonical-service;canonical-revision;cluster-id`.
-fn exchanged_or_endpoint_peer(reporter: Reporter) -> Option<WorkloadInfo> {
-    let exchanged = peer(MapType::ResponseHeaders, "upstream_peer");
+fn exchanged_or_endpoint_peer(memo: &RefCell<PeerMemo>, reporter: Reporter) -> Option<WorkloadInfo> {
+    let exchanged = peer_workload(memo, MapType::ResponseHeaders, "upstream_peer");
     if exchanged.is_some() || reporter != Reporter::Source {
         return exchanged;
     }
@@ -354,19 +356,19 @@ fn grpc_messages() -> Option<(u64, u64)> {
     Some((req.trim().parse().ok()?, resp.trim().parse().ok()?))
 }
 
-fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
+fn gather(memo: &RefCell<PeerMemo>, reporter: Reporter, host_header: bool) -> RequestFacts {
     let grpc = header(MapType::RequestHeaders, "content-type").is_some_and(|v| is_grpc_content_type(&v));
     let san = |path: &[&str]| property_string(path).unwrap_or_default();
     let (mut downstream_peer, mut upstream_peer) = (None, None);
     let (mut downstream_peer_san, mut downstream_local_san) = (String::new(), String::new());
     let (mut upstream_peer_san, mut upstream_local_san) = (String::new(), String::new());
     if reporter.is_server() {
-        downstream_peer = peer(MapType::RequestHeaders, "downstream_peer");
+        downstream_peer = peer_workload(memo, MapType::RequestHeaders, "downstream_peer");
         downstream_peer_san = san(&["connection", "uri_san_peer_certificate"]);
         downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
     }
     if reporter != Reporter::Destination {
-        upstream_peer = exchanged_or_endpoint_peer(reporter);
+        upstream_peer = exchanged_or_endpoint_peer(memo, reporter);
         upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
         upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
     }
@@ -399,7 +401,7 @@ fn gather(reporter: Reporter, host_header: bool) -> RequestFacts {
 
 /// What a TCP report needs: no request or response facts beyond the flags
 /// (a TCP connection has no code, headers or protocol to read).
-fn gather_tcp(reporter: Reporter) -> RequestFacts {
+fn gather_tcp(memo: &RefCell<PeerMemo>, reporter: Reporter) -> RequestFacts {
     let san = |path: &[&str]| property_string(path).unwrap_or_default();
     let mut facts = RequestFacts {
         tcp: true,
@@ -409,12 +411,12 @@ fn gather_tcp(reporter: Reporter) -> RequestFacts {
         ..Default::default()
     };
     if reporter.is_server() {
-        facts.downstream_peer = peer(MapType::RequestHeaders, "downstream_peer");
+        facts.downstream_peer = peer_workload(memo, MapType::RequestHeaders, "downstream_peer");
         facts.downstream_peer_san = san(&["connection", "uri_san_peer_certificate"]);
         facts.downstream_local_san = san(&["connection", "uri_san_local_certificate"]);
     }
     if reporter != Reporter::Destination {
-        facts.upstream_peer = exchanged_or_endpoint_peer(reporter);
+        facts.upstream_peer = exchanged_or_endpoint_peer(memo, reporter);
         facts.upstream_peer_san = san(&["upstream", "uri_san_peer_certificate"]);
         facts.upstream_local_san = san(&["upstream", "uri_san_local_certificate"]);
     }
@@ -425,10 +427,10 @@ impl HttpContext for StatsStream {
     fn on_log(&mut self) {
         let mut guard = self.stats.borrow_mut();
         guard.settle_reporter();
-        let State { stats, node_attributes, .. } = &mut *guard;
+        let State { stats, node_attributes, peers, .. } = &mut *guard;
         let Some(stats) = stats.as_mut() else { return };
-        let facts = gather(stats.reporter(), stats.host_header_fallback());
-        let attrs = RequestAttributes::new(node_attributes);
+        let facts = gather(peers, stats.reporter(), stats.host_header_fallback());
+        let attrs = RequestAttributes::new(node_attributes, peers);
         stats.record_http(&facts, &attrs, &mut HostSink);
     }
 }

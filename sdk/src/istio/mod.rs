@@ -16,6 +16,7 @@
 //! * Workload facts from node metadata or a peer's metadata ([`WorkloadInfo`]),
 //!   the peer-metadata header of Istio's metadata exchange
 //!   ([`decode_peer_metadata_header`]), principals and their namespaces.
+//! * Decoded peers remembered per VM by their encoded bytes ([`PeerMemo`]).
 //! * Envoy's response-flag short strings ([`response_flags_short_string`]).
 //!
 //! One submodule per concern; everything is re-exported here, so plugins
@@ -24,12 +25,14 @@
 mod labels;
 mod naming;
 pub mod peer;
+mod peer_memo;
 mod request;
 mod series;
 mod workload;
 
 pub use labels::*;
 pub use naming::*;
+pub use peer_memo::*;
 pub use request::*;
 pub use series::*;
 pub use workload::*;

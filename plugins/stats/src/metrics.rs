@@ -83,6 +83,9 @@ struct Metric {
     kind: MetricKind,
     value: MetricValue,
     plan: LabelPlan,
+    /// Metrics with equal plans share a group: a report builds each
+    /// group's series key once (the standard HTTP metrics share one).
+    group: usize,
     dropped: bool,
     series: SeriesCache,
 }
@@ -162,6 +165,7 @@ impl<E: Expression> Stats<E> {
                 kind: *kind,
                 value: MetricValue::Standard(*value),
                 plan: LabelPlan::standard(labels),
+                group: 0,
                 dropped: false,
                 series: SeriesCache::new(max_series),
             })
@@ -210,6 +214,7 @@ impl<E: Expression> Stats<E> {
                 kind: d.kind.value,
                 value: MetricValue::Custom(values.len() - 1),
                 plan: LabelPlan::custom(),
+                group: 0,
                 dropped: false,
                 series: SeriesCache::new(max_series),
             });
@@ -292,6 +297,9 @@ impl<E: Expression> Stats<E> {
             }
         }
 
+        for i in 0..metrics.len() {
+            metrics[i].group = metrics[..i].iter().find(|m| m.plan == metrics[i].plan).map_or(i, |m| m.group);
+        }
         let stats = Stats {
             naming,
             reporter,
@@ -395,48 +403,41 @@ impl<E: Expression> Stats<E> {
         amount: impl Fn(MetricValue) -> Option<u64>,
     ) {
         let mut overflowed = 0u64;
+        let naming = &self.naming;
+        let value_of = |source: LabelSource| match source {
+            LabelSource::Standard(l) => standard[l as usize].as_str(),
+            LabelSource::Dimension(i) => dims.get(i).map(String::as_str).unwrap_or(UNKNOWN),
+        };
+        // Each group's key, built on its first metric with an amount.
+        let mut keys: Vec<Option<String>> = vec![None; self.metrics.len()];
         for m in self.metrics.iter_mut() {
             if m.dropped {
                 continue;
             }
             let Some(amount) = amount(m.value) else { continue };
-            let labels: Vec<(&str, &str)> = m
-                .plan
-                .labels()
-                .map(|(name, source)| {
-                    let value = match source {
-                        LabelSource::Standard(l) => standard[l as usize].as_str(),
-                        LabelSource::Dimension(i) => dims.get(i).map(String::as_str).unwrap_or(UNKNOWN),
-                    };
-                    (name, value)
-                })
-                .collect();
-            let naming = &self.naming;
+            let Metric { plan, series, kind, full_name, group, .. } = m;
             // The values are sanitized already (`bound_label_values`, or the
             // clean `unknown`), as `series_key` requires. The stat name is
             // still built through `stat_name`, which sanitizes.
-            let key = naming.series_key(labels.iter().map(|(_, v)| *v));
-            let (kind, full_name) = (m.kind, &m.full_name);
+            let key = keys[*group].get_or_insert_with(|| naming.series_key(plan.labels().map(|(_, s)| value_of(s))));
             // The stat name's length without building it: label names and
             // separators, the key's values (the key less its separators),
             // the metric's name.
+            let count = plan.labels().count();
             let framing: usize =
-                labels.iter().map(|(n, _)| n.len() + naming.value_separator.len() + naming.field_separator.len()).sum();
-            let key_values = key.len() - naming.field_separator.len() * labels.len().saturating_sub(1);
+                plan.labels().map(|(n, _)| n.len() + naming.value_separator.len() + naming.field_separator.len()).sum();
+            let key_values = key.len() - naming.field_separator.len() * count.saturating_sub(1);
             let cost = series_cost(key.len(), framing + key_values + full_name.len());
-            let resolved = m.series.resolve(&key, cost, &mut self.budget, |overflow| {
-                let name = if overflow {
-                    naming.stat_name(full_name, labels.iter().map(|(n, _)| (*n, OVERFLOW)))
-                } else {
-                    naming.stat_name(full_name, labels.iter().copied())
-                };
-                sink.define(kind, &name)
+            let kind = *kind;
+            let resolved = series.resolve(key, cost, &mut self.budget, |overflow| {
+                let labels = plan.labels().map(|(n, s)| (n, if overflow { OVERFLOW } else { value_of(s) }));
+                sink.define(kind, &naming.stat_name(full_name, labels))
             });
             let Some((id, overflow)) = resolved else { continue };
             if overflow {
                 overflowed += 1;
             }
-            match m.kind {
+            match kind {
                 MetricKind::Counter if amount > 0 => sink.increment(id, amount),
                 MetricKind::Counter => {}
                 MetricKind::Gauge | MetricKind::Histogram => sink.record(id, amount),

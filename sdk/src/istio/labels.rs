@@ -175,7 +175,7 @@ impl LabelPlan {
     }
 
     /// The labels that remain, in stat-name order.
-    pub fn labels(&self) -> impl Iterator<Item = (&str, LabelSource)> + '_ {
+    pub fn labels(&self) -> impl Iterator<Item = (&str, LabelSource)> + Clone + '_ {
         self.slots.iter().filter_map(|(n, s)| s.map(|s| (n.as_str(), s)))
     }
 

@@ -133,28 +133,27 @@ impl StatNaming {
     fn is_clean(&self, value: &str) -> bool {
         let (fs, vs) = (self.field_separator.as_bytes(), self.value_separator.as_bytes());
         let b = value.as_bytes();
-        // The separators' ASCII bytes as a bit set (one test per byte);
-        // non-ASCII separator bytes are looked up in the separators.
-        let ascii: u128 = fs.iter().chain(vs).filter(|c| **c < 128).fold(0, |m, c| m | 1u128 << c);
-        let in_sep = |c: u8| if c < 128 { ascii & (1u128 << c) != 0 } else { fs.contains(&c) || vs.contains(&c) };
         if b.last() == Some(&b'.') {
             return false;
         }
+        // A whole separator inside the value starts with its first byte:
+        // only there is it looked for.
+        let (f0, v0) = (fs.first().copied(), vs.first().copied());
         for (i, &c) in b.iter().enumerate() {
             // C0 and DEL; 0xC2 and 0xE2 lead C1 controls and U+2028/U+2029
             // (other non-ASCII text is kept, so leave those to the full rule).
             if c < 0x20 || c == 0x7f || c == 0xc2 || c == 0xe2 {
                 return false;
             }
-            if in_sep(c) && (b[i..].starts_with(fs) || b[i..].starts_with(vs)) {
+            if (Some(c) == f0 && b[i..].starts_with(fs)) || (Some(c) == v0 && b[i..].starts_with(vs)) {
                 return false;
             }
         }
-        // Only a value starting or ending with a separator's byte can have
+        // Only a value starting or ending with any separator byte can have
         // a separator straddle its edges.
         let edge = fs.len().max(vs.len()).saturating_sub(1).min(b.len());
-        let edges = b[..edge].iter().chain(&b[b.len() - edge..]);
-        !edges.copied().any(in_sep) || self.edge_hazard(value).is_none()
+        let in_sep = |c: &u8| fs.contains(c) || vs.contains(c);
+        !(b[..edge].iter().any(in_sep) || b[b.len() - edge..].iter().any(in_sep)) || self.edge_hazard(value).is_none()
     }
 
     /// A separator occurrence in `<vs>value<fs>` that shares a byte with the

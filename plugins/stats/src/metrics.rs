@@ -14,9 +14,9 @@ use crate::facts::Reporter;
 use meshwasm_sdk::attributes::{AttrValue, AttributeSource};
 use meshwasm_sdk::config::ConfigError;
 use meshwasm_sdk::istio::{
-    or_unknown, series_cost, Label, LabelPlan, LabelSource, SeriesBudget, SeriesCache, StatNaming, WorkloadInfo,
-    DEFAULT_MAX_LABEL_VALUE_BYTES, DEFAULT_MAX_SERIES_BYTES, HTTP_LABELS, OVERFLOW, PEER_LABELS, STANDARD_LABELS,
-    TCP_LABELS, UNKNOWN,
+    or_unknown, series_cost, Label, LabelPlan, LabelSource, SeriesBudget, SeriesCache, SeriesKey, StatNaming,
+    WorkloadInfo, DEFAULT_MAX_LABEL_VALUE_BYTES, DEFAULT_MAX_SERIES_BYTES, HTTP_LABELS, OVERFLOW, PEER_LABELS,
+    STANDARD_LABELS, TCP_LABELS, UNKNOWN,
 };
 use std::collections::HashMap;
 
@@ -408,8 +408,9 @@ impl<E: Expression> Stats<E> {
             LabelSource::Standard(l) => standard[l as usize].as_str(),
             LabelSource::Dimension(i) => dims.get(i).map(String::as_str).unwrap_or(UNKNOWN),
         };
-        // Each group's key, built on its first metric with an amount.
-        let mut keys: Vec<Option<String>> = vec![None; self.metrics.len()];
+        // Each group's key and its values' length joined by the field
+        // separator, computed on its first metric with an amount.
+        let mut keys: Vec<Option<(SeriesKey, usize)>> = vec![None; self.metrics.len()];
         for m in self.metrics.iter_mut() {
             if m.dropped {
                 continue;
@@ -417,17 +418,23 @@ impl<E: Expression> Stats<E> {
             let Some(amount) = amount(m.value) else { continue };
             let Metric { plan, series, kind, full_name, group, .. } = m;
             // The values are sanitized already (`bound_label_values`, or the
-            // clean `unknown`), as `series_key` requires. The stat name is
-            // still built through `stat_name`, which sanitizes.
-            let key = keys[*group].get_or_insert_with(|| naming.series_key(plan.labels().map(|(_, s)| value_of(s))));
-            // The stat name's length without building it: label names and
-            // separators, the key's values (the key less its separators),
-            // the metric's name.
+            // clean `unknown`). The stat name is still built through
+            // `stat_name`, which sanitizes.
             let count = plan.labels().count();
+            let &mut (key, joined_len) = keys[*group].get_or_insert_with(|| {
+                let values = plan.labels().map(|(_, s)| value_of(s));
+                let joined = values.clone().map(str::len).sum::<usize>()
+                    + naming.field_separator.len() * count.saturating_sub(1);
+                (SeriesKey::of(values), joined)
+            });
+            // The stat name's length without building it: label names and
+            // separators, the values, the metric's name. A series is charged
+            // its values joined too (as the cache once kept them; Envoy keeps
+            // the tag values beside the name).
             let framing: usize =
                 plan.labels().map(|(n, _)| n.len() + naming.value_separator.len() + naming.field_separator.len()).sum();
-            let key_values = key.len() - naming.field_separator.len() * count.saturating_sub(1);
-            let cost = series_cost(key.len(), framing + key_values + full_name.len());
+            let key_values = joined_len - naming.field_separator.len() * count.saturating_sub(1);
+            let cost = series_cost(joined_len, framing + key_values + full_name.len());
             let kind = *kind;
             let resolved = series.resolve(key, cost, &mut self.budget, |overflow| {
                 let labels = plan.labels().map(|(n, s)| (n, if overflow { OVERFLOW } else { value_of(s) }));

@@ -237,28 +237,6 @@ impl StatNaming {
         name.push_str(full_metric_name);
         name
     }
-
-    /// The cache key of a label set: its values joined by the field
-    /// separator. The values must be sanitized already ([`label_value`](Self::label_value)
-    /// or [`sanitize`](Self::sanitize)): then no value contains the
-    /// separator and the key is unambiguous. They are not sanitized again
-    /// here, as this runs for every metric of every report.
-    pub fn series_key<'a, I>(&self, values: I) -> String
-    where
-        I: IntoIterator<Item = &'a str>,
-        I::IntoIter: Clone,
-    {
-        let values = values.into_iter();
-        let fs = self.field_separator.as_str();
-        let mut key = String::with_capacity(values.clone().map(|v| v.len() + fs.len()).sum());
-        for (i, v) in values.enumerate() {
-            if i > 0 {
-                key.push_str(fs);
-            }
-            key.push_str(v);
-        }
-        key
-    }
 }
 
 #[cfg(test)]
@@ -283,14 +261,7 @@ mod tests {
     fn values_cannot_forge_labels() {
         let n = StatNaming::default();
         assert_eq!(n.sanitize("a;.;response_code=.=500"), "a_response_code_500");
-        let key = |values: &[&str]| {
-            let clean: Vec<String> = values.iter().map(|v| n.sanitize(v).into_owned()).collect();
-            n.series_key(clean.iter().map(String::as_str))
-        };
-        assert_eq!(key(&["a;.;b", "c"]), "a_b;.;c");
-        assert_ne!(key(&["a", "b"]), key(&["a;.;b"]));
-        assert_eq!(n.series_key(["x", "y", "z"]), "x;.;y;.;z");
-        assert_eq!(n.series_key([]), "");
+        assert_eq!(n.stat_name("m", [("k", "a;.;b"), ("l", "c")]), "k=.=a_b;.;l=.=c;.;m");
         // The cases: a partial field separator at the end (`Host:
         // reviews;.` read as `reviews` then `;.;`), a newline (`.` stops).
         assert_eq!(n.sanitize("reviews;."), "reviews;");

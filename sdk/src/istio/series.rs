@@ -1,7 +1,63 @@
 //! Metric ids by label set, with a cap on distinct label sets per metric
 //! and a bound on the bytes all of a VM's series may take.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
+
+// ------------------------------------------------------------------ series key
+
+/// A label set's identity: a 128-bit hash of its values under two SipHash
+/// keys drawn at random once per VM, with a byte no UTF-8 text contains
+/// (0xFF) after each value, so `["ab", "c"]` and `["a", "bc"]` differ.
+///
+/// Why not the values themselves: a report looks its label set up in
+/// every metric's cache, and with the values as the key (about 600 bytes
+/// for Istio's 25 labels) each lookup hashed and compared them all; in
+/// wasm, where `memcmp` goes a byte at a time, that was a quarter of
+/// `stats`' work per request (host-sim profile, issue 18). Now a report
+/// hashes its values once and every lookup compares 16 bytes. Two label
+/// sets share an identity only on a 128-bit collision of keyed hashes a
+/// client cannot predict: about 10^-30 for 10^4 series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKey(u128);
+
+impl SeriesKey {
+    pub fn of<'a>(values: impl IntoIterator<Item = &'a str>) -> SeriesKey {
+        static KEYS: OnceLock<[RandomState; 2]> = OnceLock::new();
+        let [a, b] = KEYS.get_or_init(|| [RandomState::new(), RandomState::new()]);
+        let (mut ha, mut hb) = (a.build_hasher(), b.build_hasher());
+        for v in values {
+            for h in [&mut ha, &mut hb] {
+                h.write(v.as_bytes());
+                h.write_u8(0xff);
+            }
+        }
+        SeriesKey(u128::from(ha.finish()) << 64 | u128::from(hb.finish()))
+    }
+}
+
+/// Hashes a [`SeriesKey`] for a map: it is a random hash already, so its
+/// bits are used as they are.
+#[derive(Default)]
+pub struct SeriesKeyHasher(u64);
+
+impl Hasher for SeriesKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(7) ^ u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= v as u64 ^ (v >> 64) as u64;
+    }
+}
 
 // ------------------------------------------------------------------ series cache
 
@@ -69,14 +125,13 @@ impl SeriesBudget {
     }
 }
 
-/// Metric ids of one metric by label set (keyed by the caller; the stats
-/// plugin uses the [`StatNaming::series_key`](super::StatNaming::series_key)
-/// of its sanitized, cut values), so `proxy_define_metric` runs once per series, with an
+/// Metric ids of one metric by label set ([`SeriesKey`] of the sanitized,
+/// cut values), so `proxy_define_metric` runs once per series, with an
 /// optional cap on the number of distinct label sets. Past the cap, new
 /// label sets go to one overflow series (every label `overflow`).
 #[derive(Clone, Debug, Default)]
 pub struct SeriesCache {
-    ids: HashMap<String, u32>,
+    ids: HashMap<SeriesKey, u32, BuildHasherDefault<SeriesKeyHasher>>,
     /// 0 = no cap.
     max_series: usize,
     overflow: Option<u32>,
@@ -85,18 +140,18 @@ pub struct SeriesCache {
 impl SeriesCache {
     /// `max_series` 0 means unlimited.
     pub fn new(max_series: usize) -> Self {
-        SeriesCache { ids: HashMap::new(), max_series, overflow: None }
+        SeriesCache { ids: HashMap::default(), max_series, overflow: None }
     }
 
-    pub fn lookup(&self, key: &str) -> SeriesLookup {
-        match self.ids.get(key) {
+    pub fn lookup(&self, key: SeriesKey) -> SeriesLookup {
+        match self.ids.get(&key) {
             Some(id) => SeriesLookup::Hit(*id),
             None if self.max_series != 0 && self.ids.len() >= self.max_series => SeriesLookup::Full,
             None => SeriesLookup::Miss,
         }
     }
 
-    pub fn insert(&mut self, key: String, id: u32) {
+    pub fn insert(&mut self, key: SeriesKey, id: u32) {
         self.ids.insert(key, id);
     }
 
@@ -127,7 +182,7 @@ impl SeriesCache {
     /// (nothing is cached or taken then).
     pub fn resolve(
         &mut self,
-        key: &str,
+        key: SeriesKey,
         cost: usize,
         budget: &mut SeriesBudget,
         define: impl FnOnce(bool) -> Option<u32>,
@@ -140,7 +195,7 @@ impl SeriesCache {
             SeriesLookup::Hit(id) => Some((id, false)),
             SeriesLookup::Miss => {
                 let id = define(false)?;
-                self.insert(key.to_string(), id);
+                self.insert(key, id);
                 budget.take(cost);
                 Some((id, false))
             }
@@ -160,6 +215,21 @@ impl SeriesCache {
 mod tests {
     use super::*;
 
+    fn k(value: &str) -> SeriesKey {
+        SeriesKey::of([value])
+    }
+
+    #[test]
+    fn series_keys_tell_label_sets_apart() {
+        assert_eq!(SeriesKey::of(["a", "bc"]), SeriesKey::of(["a", "bc"]));
+        assert_ne!(SeriesKey::of(["a", "bc"]), SeriesKey::of(["ab", "c"]));
+        assert_ne!(SeriesKey::of(["a", ""]), SeriesKey::of(["a"]));
+        assert_ne!(SeriesKey::of([""]), SeriesKey::of([]));
+        let keys: std::collections::HashSet<SeriesKey> =
+            (0..10_000).map(|i| SeriesKey::of(["reviews", &i.to_string(), "v1"])).collect();
+        assert_eq!(keys.len(), 10_000);
+    }
+
     #[test]
     fn series_cache_defines_once_and_caps() {
         let mut c = SeriesCache::new(2);
@@ -171,22 +241,22 @@ mod tests {
             next += 1;
             Some(next)
         };
-        assert_eq!(c.resolve("a", 1, &mut budget, &mut define), Some((11, false)));
-        assert_eq!(c.resolve("a", 1, &mut budget, &mut define), Some((11, false)));
-        assert_eq!(c.resolve("b", 1, &mut budget, &mut define), Some((12, false)));
-        assert_eq!(c.lookup("c"), SeriesLookup::Full);
-        assert_eq!(c.resolve("c", 1, &mut budget, &mut define), Some((13, true)));
-        assert_eq!(c.resolve("d", 1, &mut budget, &mut define), Some((13, true)));
-        assert_eq!(c.resolve("b", 1, &mut budget, &mut define), Some((12, false)));
+        assert_eq!(c.resolve(k("a"), 1, &mut budget, &mut define), Some((11, false)));
+        assert_eq!(c.resolve(k("a"), 1, &mut budget, &mut define), Some((11, false)));
+        assert_eq!(c.resolve(k("b"), 1, &mut budget, &mut define), Some((12, false)));
+        assert_eq!(c.lookup(k("c")), SeriesLookup::Full);
+        assert_eq!(c.resolve(k("c"), 1, &mut budget, &mut define), Some((13, true)));
+        assert_eq!(c.resolve(k("d"), 1, &mut budget, &mut define), Some((13, true)));
+        assert_eq!(c.resolve(k("b"), 1, &mut budget, &mut define), Some((12, false)));
         assert_eq!(defined, [false, false, true]);
         assert_eq!(c.len(), 2);
         assert_eq!(budget.used(), 2, "an unbounded budget still counts");
         let mut unlimited = SeriesCache::new(0);
         for i in 0..100 {
-            unlimited.insert(i.to_string(), i);
+            unlimited.insert(k(&i.to_string()), i);
         }
-        assert_eq!(unlimited.lookup("new"), SeriesLookup::Miss);
-        assert_eq!(SeriesCache::new(1).resolve("x", 1, &mut budget, |_| None), None);
+        assert_eq!(unlimited.lookup(k("new")), SeriesLookup::Miss);
+        assert_eq!(SeriesCache::new(1).resolve(k("x"), 1, &mut budget, |_| None), None);
         assert_eq!(budget.used(), 2, "nothing taken for a refused definition");
     }
 
@@ -200,16 +270,16 @@ mod tests {
             next += 1;
             Some(if overflow { 1000 + next } else { next })
         };
-        assert_eq!(m1.resolve("a", 100, &mut budget, &mut define), Some((1, false)));
-        assert_eq!(m2.resolve("a", 100, &mut budget, &mut define), Some((2, false)));
+        assert_eq!(m1.resolve(k("a"), 100, &mut budget, &mut define), Some((1, false)));
+        assert_eq!(m2.resolve(k("a"), 100, &mut budget, &mut define), Some((2, false)));
         assert!(budget.fits(50) && !budget.fits(51));
         // Past the budget: the overflow series, for either metric.
-        assert_eq!(m1.resolve("b", 100, &mut budget, &mut define), Some((1003, true)));
-        assert_eq!(m2.resolve("b", 100, &mut budget, &mut define), Some((1004, true)));
-        assert_eq!(m1.resolve("c", 100, &mut budget, &mut define), Some((1003, true)));
+        assert_eq!(m1.resolve(k("b"), 100, &mut budget, &mut define), Some((1003, true)));
+        assert_eq!(m2.resolve(k("b"), 100, &mut budget, &mut define), Some((1004, true)));
+        assert_eq!(m1.resolve(k("c"), 100, &mut budget, &mut define), Some((1003, true)));
         // Known series still resolve; a small one still fits.
-        assert_eq!(m1.resolve("a", 100, &mut budget, &mut define), Some((1, false)));
-        assert_eq!(m1.resolve("d", 50, &mut budget, &mut define), Some((5, false)));
+        assert_eq!(m1.resolve(k("a"), 100, &mut budget, &mut define), Some((1, false)));
+        assert_eq!(m1.resolve(k("d"), 50, &mut budget, &mut define), Some((5, false)));
         assert_eq!(budget.used(), 250);
         assert_eq!((m1.len(), m2.len()), (2, 1));
         assert_eq!(series_cost(10, 20), 10 + 20 + SERIES_ENTRY_OVERHEAD);

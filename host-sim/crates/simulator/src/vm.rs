@@ -70,6 +70,13 @@ fn engine_once(cell: &OnceLock<Engine>, fuel: bool) -> wasmtime::Result<Engine> 
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
+    // `MESHWASM_PERFMAP=1`: write /tmp/perf-<pid>.map, so `perf record`
+    // and `perf report` name the plugins' functions (docs/host-sim.md,
+    // "Profiling a plugin"). Off by default: it costs a file write per
+    // compiled function.
+    if std::env::var_os("MESHWASM_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     let engine = cell.get_or_init(|| {
         let ticking = engine.clone();

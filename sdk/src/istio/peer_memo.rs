@@ -14,8 +14,9 @@
 
 use super::{decode_peer_metadata_struct, peer_attributes, WorkloadInfo};
 use crate::attributes::AttrValue;
+use crate::fingerprint::{Fingerprint, FingerprintMap};
 use std::cell::OnceCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// Distinct peer encodings a VM remembers (a sidecar talks to few peers).
@@ -57,17 +58,19 @@ impl DecodedPeer {
 /// Decodes peer metadata, remembering recent encodings ([module docs](self)).
 #[derive(Debug, Default)]
 pub struct PeerMemo {
-    /// One map per encoding, so a lookup borrows the bytes as they are.
-    peers: [HashMap<Vec<u8>, Rc<DecodedPeer>>; 2],
+    /// By the [`Fingerprint`] of the encoding and its bytes: a lookup
+    /// hashes the bytes once and compares 16 bytes.
+    peers: FingerprintMap<Rc<DecodedPeer>>,
     /// Insertion order, for dropping the oldest.
-    order: VecDeque<(PeerEncoding, Vec<u8>)>,
+    order: VecDeque<Fingerprint>,
 }
 
 impl PeerMemo {
     /// The peer these bytes encode, decoded once per distinct encoding;
     /// `None` when they do not decode.
     pub fn decode(&mut self, encoding: PeerEncoding, bytes: &[u8]) -> Option<Rc<DecodedPeer>> {
-        if let Some(p) = self.peers[encoding as usize].get(bytes) {
+        let key = Fingerprint::of([&[encoding as u8][..], bytes]);
+        if let Some(p) = self.peers.get(&key) {
             return Some(Rc::clone(p));
         }
         let metadata = match encoding {
@@ -77,19 +80,19 @@ impl PeerMemo {
         let peer = Rc::new(DecodedPeer::new(metadata));
         if bytes.len() <= MAX_CACHED_BYTES {
             if self.len() >= MAX_PEERS {
-                if let Some((e, oldest)) = self.order.pop_front() {
-                    self.peers[e as usize].remove(&oldest);
+                if let Some(oldest) = self.order.pop_front() {
+                    self.peers.remove(&oldest);
                 }
             }
-            self.peers[encoding as usize].insert(bytes.to_vec(), Rc::clone(&peer));
-            self.order.push_back((encoding, bytes.to_vec()));
+            self.peers.insert(key, Rc::clone(&peer));
+            self.order.push_back(key);
         }
         Some(peer)
     }
 
     /// Encodings remembered now.
     pub fn len(&self) -> usize {
-        self.peers.iter().map(HashMap::len).sum()
+        self.peers.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -115,6 +115,10 @@ pub struct Expression {
     /// `a.l[0].c`): that segment is bound as an integer key, so CEL's
     /// `l[0]` finds it.
     int_indexes: Vec<Vec<String>>,
+    /// When the whole expression is an attribute path
+    /// ([`paths::whole_path`]): evaluation fetches it without building a
+    /// CEL context (about 25,000 wasm instructions less per evaluation).
+    whole_path: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -164,7 +168,8 @@ impl Expression {
                 None => roots.push((path[0].clone(), vec![i])),
             }
         }
-        Ok(Expression { source: source.to_string(), expr, references, roots, int_indexes })
+        let whole_path = paths::whole_path(&expr).filter(|p| references.len() == 1 && references[0] == *p);
+        Ok(Expression { source: source.to_string(), expr, references, roots, int_indexes, whole_path })
     }
 
     /// The text the expression was compiled from.
@@ -183,6 +188,30 @@ impl Expression {
     /// key: method`, `Undeclared reference to 'x'`), as in Envoy; `has()`
     /// tests presence without failing.
     pub fn evaluate(&self, attrs: &dyn AttributeSource) -> Result<AttrValue, String> {
+        if let Some(path) = &self.whole_path {
+            let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+            // What CEL would return for the same binding, as the value it
+            // was bound with: scalars convert both ways unchanged. A
+            // missing attribute, a map or a list takes the general path (the
+            // same fetch again), so errors and conversions stay CEL's.
+            if let Some(
+                v @ (AttrValue::Null
+                | AttrValue::Bool(_)
+                | AttrValue::Int(_)
+                | AttrValue::Uint(_)
+                | AttrValue::Double(_)
+                | AttrValue::String(_)
+                | AttrValue::Bytes(_)),
+            ) = attrs.attribute(&segments)
+            {
+                return Ok(v);
+            }
+        }
+        self.evaluate_cel(attrs)
+    }
+
+    /// Evaluates with the CEL interpreter, whatever the expression.
+    fn evaluate_cel(&self, attrs: &dyn AttributeSource) -> Result<AttrValue, String> {
         let mut ctx = Context::with_env(Arc::clone(env()));
         for (root, indexes) in &self.roots {
             if let Some(value) = self.bind(root, indexes, attrs) {

@@ -47,6 +47,29 @@ fn chain(e: &IdedExpr) -> Option<(Vec<String>, Vec<usize>)> {
 /// CEL's index operator.
 const INDEX: &str = "_[_]";
 
+/// The attribute path when the whole expression is one (`request.method`,
+/// `node.metadata['MESH_ID']`, `upstream_peer.istio_version`: most of
+/// Istio's dimensions): a chain of field selections and string-literal
+/// indexes from an attribute's name, with no `has()`, integer index or
+/// absolute (`.`-prefixed) name. Evaluating it is fetching it.
+pub(super) fn whole_path(e: &IdedExpr) -> Option<Vec<String>> {
+    let mut link = e;
+    loop {
+        match &link.expr {
+            Expr::Select(s) if !s.test => link = &s.operand,
+            Expr::Call(call) if call.func_name == INDEX && call.target.is_none() && call.args.len() == 2 => {
+                link = &call.args[0]
+            }
+            Expr::Ident(_) => break,
+            _ => return None,
+        }
+    }
+    let (path, int_indexes) = chain(e)?;
+    let root = path[0].as_str();
+    let attribute = !root.starts_with('.') && !root.starts_with('@') && !NOT_ATTRIBUTES.contains(&root);
+    (int_indexes.is_empty() && attribute).then_some(path)
+}
+
 /// Collects attribute paths, skipping comprehension variables in scope.
 pub(super) fn collect_paths(
     e: &IdedExpr,

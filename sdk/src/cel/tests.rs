@@ -923,3 +923,55 @@ fn parsers_agree() {
     println!("parsers agree on {compared} sources, {accepted} of them accepted");
     assert!(accepted > 1_500, "the random sources reach the parsers ({accepted} accepted)");
 }
+
+/// A whole-path expression is evaluated by fetching the attribute; the
+/// result must be what CEL gives for the same attributes, value or error.
+#[test]
+fn whole_paths_evaluate_as_cel_does() {
+    let a = attrs(&[
+        ("request.method", s("GET")),
+        ("request.size", AttrValue::Int(-3)),
+        ("response.code", AttrValue::Uint(200)),
+        ("x.ratio", AttrValue::Double(0.5)),
+        ("x.flag", AttrValue::Bool(true)),
+        ("x.raw", AttrValue::Bytes(vec![0xff, 0])),
+        ("x.none", AttrValue::Null),
+        ("x.when", AttrValue::Timestamp(1_600_000_000_000_000_000)),
+        ("x.list", AttrValue::List(vec![s("a"), s("b")])),
+        ("node.metadata", AttrValue::Map(vec![("MESH_ID".into(), s("mesh1")), ("é".into(), s("ü\n"))])),
+        ("upstream_peer.istio_version", s("1.16.0")),
+    ]);
+    let cases = [
+        ("request.method", true),
+        ("request.size", true),
+        ("response.code", true),
+        ("x.ratio", true),
+        ("x.flag", true),
+        ("x.raw", true),
+        ("x.none", true),
+        ("x.when", true),
+        ("x.list", true),
+        ("node.metadata['MESH_ID']", true),
+        ("node.metadata['é']", true),
+        ("node.metadata['NOPE']", true),
+        ("node.metadata", true),
+        ("upstream_peer.istio_version", true),
+        ("upstream_peer.nope", true),
+        ("nope", true),
+        ("has(request.method)", false),
+        ("x.list[0]", false),
+        (".request.method", false),
+        ("int.x", false),
+        ("request.method + ''", false),
+        ("[1].map(m, m.x)", false),
+    ];
+    for (src, whole) in cases {
+        let e = Expression::compile(src).unwrap();
+        assert_eq!(e.whole_path.is_some(), whole, "{src}");
+        assert_eq!(e.evaluate(&a), e.evaluate_cel(&a), "{src}");
+    }
+    let value = |src: &str| Expression::compile(src).unwrap().evaluate(&a);
+    assert_eq!(value("node.metadata['MESH_ID']"), Ok(s("mesh1")));
+    assert_eq!(value("upstream_peer.istio_version"), Ok(s("1.16.0")));
+    assert!(value("node.metadata['NOPE']").unwrap_err().contains("NOPE"));
+}

@@ -517,6 +517,16 @@ fn comprehension_iterations_are_budgeted() {
     assert_eq!(eval("size(xs) > 0", &big), Ok(AttrValue::Bool(true)), "only comprehensions are charged");
 }
 
+/// A deterministic xorshift generator: `next(n)` is in `0..n`.
+fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    }
+}
+
 /// Random token soup, biased towards deep chains and brackets, never gets
 /// past the limits into a stack overflow (this test would crash the test
 /// binary: unoptimized native frames are larger than the release wasm ones
@@ -558,13 +568,7 @@ fn random_token_soup_is_refused_or_bounded() {
         "?.g",
         "1.a",
     ];
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let a = request("GET", "/x");
     let (mut compiled, mut refused_deep) = (0, 0);
     for round in 0..400 {
@@ -881,13 +885,7 @@ fn parsers_agree() {
         "true",
         "T{f: 1}",
     ];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..40_000 {
         let tokens = 1 + next(12);
         sources.push((0..tokens).map(|_| TOKENS[next(TOKENS.len())]).collect());
